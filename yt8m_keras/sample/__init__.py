@@ -1,0 +1,1 @@
+"""Sample data generators, one module per raw format (`yt8m-keras sample NAME`)."""
