@@ -2,15 +2,26 @@
 
 Each kind is a module declaring its feature keys, spec and schema version once, with
 `encode` (Python values to a serialized record) and `parse` (serialized tensor to a
-dict of tensors). This package imports only TensorFlow.
+dict of tensors). This package imports only TensorFlow, and only when a kind is used,
+so command lines answer `--help` and flag errors without loading it.
 """
 
-from tfrecords import cdiscount_product
-from tfrecords.errors import UserError
+import importlib
+from types import ModuleType
+
+from tfrecords.errors import ArgumentParser, UserError, run_main
 
 # name -> module; explicit, so nothing registers itself as an import side effect.
 KINDS = {
-    cdiscount_product.KIND: cdiscount_product,
+    "cdiscount_product": "tfrecords.cdiscount_product",
 }
 
-__all__ = ["KINDS", "UserError", "cdiscount_product"]
+
+def kind(name: str) -> ModuleType:
+    """The module of record kind `name` (its KIND, SCHEMA_VERSION, encode, parse)."""
+    if name not in KINDS:
+        raise UserError(f"unknown record kind {name!r} (known: {', '.join(sorted(KINDS))})")
+    return importlib.import_module(KINDS[name])
+
+
+__all__ = ["KINDS", "ArgumentParser", "UserError", "kind", "run_main"]

@@ -1,0 +1,126 @@
+"""What every conversion job shares: flags, the output directory, dead letters, shards, manifest.
+
+The jobs write shards and small JSON-lines reports under `OUTPUT/_tmp/` while the
+pipeline runs (a retried worker overwrites its own files, so retries are safe);
+`finalize` then renames shards to `{split}-{i:05d}-of-{n:05d}.tfrecord`, sorts the
+dead letters into `rejected.jsonl`, writes the manifest and removes `_tmp/`. A
+reader never sees a half-converted directory as finished: the manifest comes last.
+"""
+
+import json
+import os
+import shlex
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from tfrecords import UserError
+from tfrecords.manifest import MANIFEST, REJECTED, join, shard_name, write_manifest
+
+TMP = "_tmp"
+# The local default: in-process, and it never tries to download a runner binary
+# (DirectRunner first looks for Prism, which fails offline before falling back).
+LOCAL_RUNNER = "FnApiRunner"
+
+
+def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
+    options = PipelineOptions(list(pipeline_args))
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = LOCAL_RUNNER
+    return options
+
+
+def command_line(prog: str, argv: Sequence[str]) -> str:
+    return " ".join([prog, *map(shlex.quote, argv)])
+
+
+def check_inputs(paths: Iterable[str]) -> None:
+    for path in paths:
+        if not FileSystems.exists(path):
+            raise UserError(f"input not found: {path}")
+
+
+def prepare_output(output: str, overwrite: bool) -> None:
+    """Creates the output directory; refuses a non-empty one unless `overwrite`."""
+    existing = [m.path for m in FileSystems.match([join(output, "*")])[0].metadata_list]
+    if existing and not overwrite:
+        raise UserError(f"output directory {output} is not empty (pass --overwrite to replace it)")
+    if existing:
+        FileSystems.delete(existing)
+    if "://" not in output:
+        os.makedirs(output, exist_ok=True)
+
+
+def tmp_path(output: str, name: str) -> str:
+    return join(output, TMP, name)
+
+
+def rejection(path: str, offset: int, reason: str, **extra) -> Dict:
+    """One dead letter: where the input record was, and why it was not converted."""
+    return {"file": path, "offset": offset, "reason": reason, **extra}
+
+
+class WriteReport(beam.PTransform):
+    """Writes a PCollection of JSON-able dicts to `_tmp/NAME-*.jsonl` for `finalize`."""
+
+    def __init__(self, output: str, name: str):
+        super().__init__()
+        self._prefix = tmp_path(output, name)
+
+    def expand(self, records):
+        return (
+            records
+            | "ToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
+            | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
+        )
+
+
+def read_report(output: str, name: str) -> List[Dict]:
+    records = []
+    for metadata in FileSystems.match([tmp_path(output, name) + "-*.jsonl"])[0].metadata_list:
+        with FileSystems.open(metadata.path) as f:
+            records.extend(json.loads(line) for line in f.read().decode("utf-8").splitlines() if line)
+    return records
+
+
+def finalize(output: str, manifest: Dict, shards: List[Dict], rejected: List[Dict],
+             compression: str, split_order: Sequence[str] = ("train", "val", "test")) -> Dict:
+    """Renames the temporary shards, writes rejected.jsonl and manifest.json.
+
+    Args:
+        shards: dicts with `split`, `path` (temporary), `records` and `order` (a
+            sortable key giving the shard's place in its split).
+        rejected: dead letters from `rejection()`.
+    """
+    splits: Dict[str, Dict] = {}
+    for split in sorted({s["split"] for s in shards}, key=_split_sort_key(split_order)):
+        mine = sorted((s for s in shards if s["split"] == split), key=lambda s: s["order"])
+        names = [shard_name(split, i, len(mine), compression) for i in range(len(mine))]
+        FileSystems.rename([s["path"] for s in mine], [join(output, n) for n in names])
+        splits[split] = {"records": sum(s["records"] for s in mine), "shards": names}
+    rejected = sorted(rejected, key=lambda r: (r["file"], r["offset"]))
+    with FileSystems.create(join(output, REJECTED)) as f:
+        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected).encode("utf-8"))
+    manifest = {**manifest, "splits": splits, "rejected": len(rejected), "compression": compression}
+    write_manifest(output, manifest)
+    FileSystems.delete([join(output, TMP)])
+    return manifest
+
+
+def _split_sort_key(order: Sequence[str]):
+    return lambda split: (order.index(split) if split in order else len(order), split)
+
+
+def summary(manifest: Dict, output: Optional[str] = None) -> str:
+    """A few human lines about a converted dataset (printed by the jobs and the CLI)."""
+    lines = [f"{manifest['kind']} v{manifest['schema_version']}" + (f" in {output}" if output else ""),
+             f"  input records {manifest['input_records']}, rejected {manifest['rejected']}"
+             + (f" (see {REJECTED})" if manifest["rejected"] else ""),
+             f"  classes {manifest.get('num_classes', '-')}"]
+    for split, info in manifest["splits"].items():
+        lines.append(f"  {split:<6} {info['records']:>9} records in {len(info['shards'])} shards")
+    lines.append(f"  manifest {MANIFEST}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""tf.data input pipelines, one module per record kind: parse -> decode -> augment -> batch."""

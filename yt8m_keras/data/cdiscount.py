@@ -1,0 +1,124 @@
+"""tf.data input for `cdiscount_product` shards.
+
+Two streams over the same records:
+
+- `image_dataset`: the training stream. Products are flattened to images (each
+  with its product's label), shuffled across shards and products, decoded and
+  optionally augmented; batches of (images, labels).
+- `product_dataset`: the evaluation stream. All images of a product stay
+  together, with its product_id, so predictions can be combined per product.
+
+Example:
+
+>>> ds = image_dataset("data/cdiscount", "train", batch_size=64, augment=True, seed=1)
+>>> images, labels = next(iter(ds))   # [64, 180, 180, 3] float32, [64] int64
+"""
+
+from typing import List
+
+import tensorflow as tf
+
+from tfrecords import cdiscount_product as kind
+from tfrecords.manifest import compression_type, read_manifest, shard_paths
+from yt8m_keras.data.augment import augment as augment_image
+from yt8m_keras.data.augment import decode
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _deterministic(ds: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options)
+
+
+def shard_files(data_dir: str, split: str):
+    """The split's shard paths and their TFRecord compression, from the manifest."""
+    manifest = read_manifest(data_dir, kind.KIND, kind.SCHEMA_VERSION)
+    return shard_paths(data_dir, manifest, split), compression_type(manifest)
+
+
+def records(paths: List[str], compression: str, shuffle: bool = False, seed: int = 0,
+            cycle_length: int = 8) -> tf.data.Dataset:
+    """Serialized records of several shards, read interleaved (in shard order unless `shuffle`)."""
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    if shuffle:
+        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    return files.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
+        cycle_length=max(1, min(cycle_length, len(paths))),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def _images_with_labels(features):
+    images = features[kind.IMAGES]
+    return images, tf.fill(tf.shape(images), features[kind.LABEL])
+
+
+def image_dataset(data_dir: str, split: str = "train", batch_size: int = 64, image_size: int = 180,
+                  augment: bool = False, shuffle: bool = True, seed: int = 0, repeat: bool = True,
+                  shuffle_buffer: int = 8192, drop_remainder: bool = True) -> tf.data.Dataset:
+    """Batches of (images float32 [B, S, S, 3] in [0, 255], labels int64 [B]), one entry per image.
+
+    Args:
+        data_dir: a directory written by `yt8m-keras convert bson`.
+        split: "train", "val" or "test".
+        batch_size: images per batch.
+        image_size: decoded images are resized to this square side.
+        augment: the seed's random crop and flip.
+        shuffle: shuffle shards and images (with `seed`).
+        seed: the same seed gives the same stream, batch for batch.
+        repeat: repeat forever (epochs are then `steps_per_epoch` long).
+        shuffle_buffer: images in the shuffle buffer.
+        drop_remainder: drop the last partial batch (static batch size for TPUs).
+    """
+    paths, compression = shard_files(data_dir, split)
+    ds = records(paths, compression, shuffle=shuffle, seed=seed)
+    ds = ds.map(kind.parse, num_parallel_calls=AUTOTUNE).map(_images_with_labels).unbatch()
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    # The position of an image in the stream keys its augmentation (see augment.py).
+    ds = ds.enumerate()
+
+    def prepare(position, element):
+        jpeg, label = element
+        image = decode(jpeg, image_size)
+        if augment:
+            image = augment_image(image, tf.stack([tf.cast(seed, tf.int64), position]), image_size)
+        return image, label
+
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return _deterministic(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE))
+
+
+def product_dataset(data_dir: str, split: str = "val", batch_size: int = 32,
+                    image_size: int = 180) -> tf.data.Dataset:
+    """Batches of whole products, in shard order, for evaluation and prediction.
+
+    Each element is a dict: `product_id` [B], `label` [B] (-1 for test),
+    `category_id` [B], `num_images` [B] and `images` [B, MAX_IMAGES, S, S, 3]
+    (zero-padded after `num_images`).
+    """
+    paths, compression = shard_files(data_dir, split)
+
+    def prepare(serialized):
+        features = kind.parse(serialized)
+        images = tf.map_fn(lambda jpeg: decode(jpeg, image_size), features[kind.IMAGES],
+                           fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
+        return {
+            kind.PRODUCT_ID: features[kind.PRODUCT_ID],
+            kind.LABEL: features[kind.LABEL],
+            kind.CATEGORY_ID: features[kind.CATEGORY_ID],
+            kind.NUM_IMAGES: features[kind.NUM_IMAGES],
+            kind.IMAGES: images,
+        }
+
+    ds = records(paths, compression).map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.padded_batch(batch_size, padded_shapes={
+        kind.PRODUCT_ID: [], kind.LABEL: [], kind.CATEGORY_ID: [], kind.NUM_IMAGES: [],
+        kind.IMAGES: [kind.MAX_IMAGES, image_size, image_size, 3]})
+    return _deterministic(ds.prefetch(AUTOTUNE))
