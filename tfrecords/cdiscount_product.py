@@ -66,7 +66,9 @@ def encode(
             }
         )
     )
-    return example.SerializeToString()
+    # Deterministic: map entries in key order, so the bytes do not depend on the
+    # process (hash seed) that wrote them and reconverting gives identical shards.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse(serialized: tf.Tensor) -> dict:

@@ -63,3 +63,16 @@ def test_read_manifest_checks_kind_and_version(tmp_path):
 def test_shard_names():
     assert layout.shard_name("train", 3, 12) == "train-00003-of-00012.tfrecord"
     assert layout.shard_name("val", 0, 1, "gzip") == "val-00000-of-00001.tfrecord.gz"
+
+
+def test_encoding_does_not_depend_on_the_process_hash_seed():
+    import os
+    import subprocess
+    import sys
+
+    # Map fields of a proto serialize in hash order unless asked not to.
+    code = f"import sys; from tfrecords import cdiscount_product as k; sys.stdout.write(k.encode(7, {JPEGS!r}, 3, 1).hex())"
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+               for seed in ("1", "2", "3")}
+    assert outputs == {kind.encode(7, JPEGS, 3, 1).hex()}
