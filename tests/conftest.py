@@ -30,3 +30,35 @@ def cdiscount_data(cdiscount_raw, tmp_path_factory):
         "--input", cdiscount_raw["train"], "--input", cdiscount_raw["test"],
         "--categories", cdiscount_raw["categories"], "--output", out, "--overwrite", *BEAM_TEST_ARGS])
     return out, manifest
+
+
+# The tiny recipe made smaller still: 32 px images, a few steps.
+TINY_TRAINING = ["data.image_size=32", "training.batch_size=8", "training.steps_per_epoch=4",
+                 "training.epochs=2", "training.backup_every_steps=2", "training.lr_decay_epochs=[1]"]
+
+
+@pytest.fixture(scope="session")
+def tiny_training():
+    """`--set` overrides that make the tiny recipe tinier (a list: extend, don't mutate)."""
+    return tuple(TINY_TRAINING)
+
+
+@pytest.fixture(scope="session")
+def trained_run(cdiscount_data, tmp_path_factory):
+    """A tiny training run on the converted sample: (model_dir, recipe)."""
+    from yt8m_keras.recipes import load_recipe
+    from yt8m_keras.train import train
+
+    data, _ = cdiscount_data
+    model_dir = str(tmp_path_factory.mktemp("model"))
+    recipe = load_recipe("cdiscount_xception:tiny", TINY_TRAINING)
+    train(recipe, data, model_dir, verbose=0)
+    return model_dir, recipe
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory):
+    """The tiny run exported: BASE/cdiscount/1."""
+    from yt8m_keras.export import export
+
+    return export(trained_run[0], str(tmp_path_factory.mktemp("export")))

@@ -59,7 +59,8 @@ def _images_with_labels(features):
 
 def image_dataset(data_dir: str, split: str = "train", batch_size: int = 64, image_size: int = 180,
                   augment: bool = False, shuffle: bool = True, seed: int = 0, repeat: bool = True,
-                  shuffle_buffer: int = 8192, drop_remainder: bool = True) -> tf.data.Dataset:
+                  shuffle_buffer: int = 8192, drop_remainder: bool = True,
+                  skip_batches: int = 0) -> tf.data.Dataset:
     """Batches of (images float32 [B, S, S, 3] in [0, 255], labels int64 [B]), one entry per image.
 
     Args:
@@ -73,6 +74,8 @@ def image_dataset(data_dir: str, split: str = "train", batch_size: int = 64, ima
         repeat: repeat forever (epochs are then `steps_per_epoch` long).
         shuffle_buffer: images in the shuffle buffer.
         drop_remainder: drop the last partial batch (static batch size for TPUs).
+        skip_batches: start after this many batches of the same stream (a resumed
+            run); skipped images are never decoded.
     """
     paths, compression = shard_files(data_dir, split)
     ds = records(paths, compression, shuffle=shuffle, seed=seed)
@@ -82,7 +85,7 @@ def image_dataset(data_dir: str, split: str = "train", batch_size: int = 64, ima
     if repeat:
         ds = ds.repeat()
     # The position of an image in the stream keys its augmentation (see augment.py).
-    ds = ds.enumerate()
+    ds = ds.enumerate().skip(skip_batches * batch_size)
 
     def prepare(position, element):
         jpeg, label = element

@@ -1,0 +1,120 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from tfrecords import UserError
+from yt8m_keras import train as trainer
+from yt8m_keras.recipes import load_recipe
+
+
+
+class Preempted(Exception):
+    pass
+
+
+def _h5_arrays(path):
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def test_training_run_directory(trained_run):
+    model_dir, recipe = trained_run
+    for name in ("recipe.yaml", "classes.csv", "best.weights.h5", "final.weights.h5", "training_log.csv",
+                 "backup", "logs"):
+        assert os.path.exists(os.path.join(model_dir, name)), name
+    lines = open(os.path.join(model_dir, "training_log.csv")).read().splitlines()
+    assert len(lines) == 1 + recipe.training.epochs and "val_accuracy" in lines[0]
+
+
+def test_resume_mid_epoch_and_mid_accumulation_is_exact(cdiscount_data, tiny_training, tmp_path, monkeypatch):
+    data, _ = cdiscount_data
+    # Backups every 3 micro-batches with 2 per update: the one at step 3 is inside epoch 1
+    # and inside an accumulation cycle.
+    recipe = load_recipe("cdiscount_xception:tiny", [*tiny_training, "training.backup_every_steps=3"])
+    assert recipe.training.accumulation_steps == 2
+    trainer.train(recipe, data, str(tmp_path / "whole"), verbose=0)
+
+    original = trainer.Backup.on_train_batch_end
+
+    def preempt_after_step_3(self, batch, logs=None):
+        original(self, batch, logs)
+        if self.step == 3:
+            raise Preempted()
+
+    monkeypatch.setattr(trainer.Backup, "on_train_batch_end", preempt_after_step_3)
+    with pytest.raises(Preempted):
+        trainer.train(recipe, data, str(tmp_path / "cut"), verbose=0)
+    monkeypatch.undo()
+    resumed = trainer.train(recipe, data, str(tmp_path / "cut"), verbose=0)
+    assert resumed["step"] == recipe.training.epochs * recipe.training.steps_per_epoch
+
+    whole = _h5_arrays(tmp_path / "whole" / "final.weights.h5")
+    cut = _h5_arrays(tmp_path / "cut" / "final.weights.h5")
+    assert whole.keys() == cut.keys()
+    for name in whole:  # weights, Adam moments, accumulators, counters
+        np.testing.assert_allclose(cut[name], whole[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_stage_schedule_switches_trainable_layers_and_keeps_optimizer():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    body = keras.layers.Dense(4, name="body")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(body(inputs)))
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+
+    def set_stage(m, stage):
+        m.get_layer("body").trainable = stage == "full"
+
+    snapshots = []
+    snapshot = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(model.get_layer("body").get_weights()[0].copy()))
+    set_stage(model, "top")
+    before = model.get_layer("body").get_weights()[0].copy()
+    x, y = np.random.default_rng(0).normal(size=(16, 4)), np.zeros((16, 2))
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0,
+              callbacks=[trainer.StageSchedule({0: "top", 1: "full"}, set_stage, "top"), snapshot])
+    np.testing.assert_array_equal(snapshots[0], before)  # epoch 1: head only
+    assert not np.allclose(snapshots[1], before)  # epoch 2: everything
+    assert int(model.optimizer.iterations) == 4
+
+
+def test_strategy_errors():
+    with pytest.raises(UserError, match="unknown strategy 'bogus'"):
+        trainer.make_strategy("bogus")
+    with pytest.raises(UserError, match="no TPU found"):
+        trainer.make_strategy("tpu")
+
+
+def test_step_decay_counts_updates_not_micro_batches():
+    recipe = load_recipe("cdiscount_xception:tiny", ["training.steps_per_epoch=10", "training.accumulation_steps=5",
+                                                     "training.lr_decay_epochs=[2]", "training.learning_rate=1.0"])
+    optimizer = trainer.make_optimizer(recipe.training)
+    schedule = optimizer.inner_optimizer._learning_rate
+    # 2 epochs = 20 micro-batches = 4 updates.
+    assert float(schedule(3)) == 1.0 and abs(float(schedule(5)) - 0.1) < 1e-7
+
+
+def test_mirrored_strategy_trains_with_two_replicas(cdiscount_data, tiny_training, tmp_path):
+    data, _ = cdiscount_data
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from yt8m_keras.recipes import load_recipe
+        from yt8m_keras.train import train
+        recipe = load_recipe("cdiscount_xception:tiny", {[*tiny_training, "training.epochs=1"]!r})
+        result = train(recipe, {data!r}, {str(tmp_path)!r}, strategy="mirrored", verbose=0)
+        print("replicas", result["model"].distribute_strategy.num_replicas_in_sync, "steps", result["step"])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2 steps 4" in result.stdout

@@ -1,0 +1,222 @@
+"""Recipes: a competition's way of training, as a YAML file validated into frozen dataclasses.
+
+    yt8m-keras train --recipe cdiscount_xception        # the full recipe
+    yt8m-keras train --recipe cdiscount_xception:tiny   # its tiny variant (tests, quickstart)
+    yt8m-keras train --recipe my_recipe.yaml --set training.batch_size=32
+
+A recipe file holds the sections below and an optional `tiny:` mapping of overrides
+(same structure) applied on top for the tiny variant. An unknown key or a value of the
+wrong type is one UserError naming the key.
+"""
+
+import dataclasses
+import os
+import typing
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+from tfrecords import UserError
+
+RECIPES_DIR = os.path.dirname(__file__)
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """`name` picks a builder in `yt8m_keras.models.MODELS`; `args` are its keyword arguments."""
+
+    name: str
+    args: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    image_size: int = 180
+    augment: bool = True
+    shuffle_buffer: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """How to train. Steps are micro-batches (what `fit` counts); updates are optimizer steps.
+
+    batch_size is per replica: the global micro-batch is batch_size x replicas, and an
+    update sees batch_size x replicas x accumulation_steps examples.
+    """
+
+    batch_size: int = 64
+    accumulation_steps: int = 1
+    epochs: int = 10
+    steps_per_epoch: int = 1000
+    validation_steps: Optional[int] = None
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    # Step decay: multiply the rate by lr_decay_factor at each of these epochs.
+    lr_decay_epochs: List[int] = dataclasses.field(default_factory=list)
+    lr_decay_factor: float = 0.1
+    # epoch -> trainable stage, e.g. {0: top, 1: blocks10+, 3: full}.
+    stages: Dict[int, str] = dataclasses.field(default_factory=lambda: {0: "full"})
+    precision: str = "float32"
+    seed: int = 0
+    backup_every_steps: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    top_k: int = 5
+    # How the `products` signature combines a product's images: mean or power:A.
+    combine: str = "power:0.1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    name: str
+    task: str
+    model: ModelConfig
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def to_dict(self) -> Dict:
+        return dataclasses.asdict(self)
+
+
+def _check_type(key: str, value: Any, annotation) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _check_type(key, value, next(a for a in args if a is not type(None)))
+    if origin in (list, List, Sequence):
+        if not isinstance(value, list):
+            raise UserError(f"recipe key {key}: expected a list, got {value!r}")
+        return [_check_type(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin in (dict, Dict, Mapping):
+        if not isinstance(value, dict):
+            raise UserError(f"recipe key {key}: expected a mapping, got {value!r}")
+        return {_check_type(f"{key} (a key)", k, args[0]): _check_type(f"{key}.{k}", v, args[1])
+                for k, v in value.items()}
+    if annotation is Any:
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):
+        # PyYAML (YAML 1.1) reads 1e-4 as a string: it wants 1.0e-4.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise UserError(f"recipe key {key}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls, values: Mapping, prefix: str):
+    if not isinstance(values, Mapping):
+        raise UserError(f"recipe key {prefix or '(top level)'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            raise UserError(f"unknown recipe key {prefix}{key} (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for key, value in values.items():
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = _build(annotation, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_type(prefix + key, value, annotation)
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UserError(f"recipe is missing {', '.join(prefix + m for m in missing)}")
+    return cls(**kwargs)
+
+
+def merge(base: Mapping, overrides: Mapping) -> Dict:
+    """Deep merge: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and key != "stages":
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_set(assignments: Sequence[str]) -> Dict:
+    """`["training.batch_size=64"]` -> `{"training": {"batch_size": 64}}` (values parsed as YAML)."""
+    overrides: Dict = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects key=value, got {assignment!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {key}: value is not valid YAML: {e}") from None
+        node = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return overrides
+
+
+def recipe_path(name: str) -> Tuple[str, Optional[str]]:
+    """`name[:variant]` -> (path of the YAML file, variant); a name is a packaged recipe or a path."""
+    base, _, variant = name.partition(":")
+    path = base if base.endswith((".yaml", ".yml")) else os.path.join(RECIPES_DIR, base + ".yaml")
+    if not os.path.exists(path):
+        known = sorted(f[:-5] for f in os.listdir(RECIPES_DIR) if f.endswith(".yaml"))
+        raise UserError(f"recipe not found: {base} (packaged recipes: {', '.join(known)})")
+    return path, variant or None
+
+
+def load_recipe(name: str, overrides: Sequence[str] = ()) -> Recipe:
+    """Loads `name[:variant]`, applies `--set` overrides and validates every field."""
+    path, variant = recipe_path(name)
+    with open(path) as f:
+        try:
+            values = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: a recipe is a mapping of sections")
+    variants = {key: values.pop(key) for key in ("tiny",) if key in values}
+    if variant is not None:
+        if variant not in variants:
+            raise UserError(f"recipe {name}: no variant {variant!r} (it has: {', '.join(variants) or 'none'})")
+        values = merge(values, variants[variant])
+    values = merge(values, parse_set(overrides))
+    values.setdefault("name", os.path.splitext(os.path.basename(path))[0] + (f":{variant}" if variant else ""))
+    recipe = _build(Recipe, values, "")
+    _check_values(recipe)
+    return recipe
+
+
+def recipe_from_dict(values: Mapping) -> Recipe:
+    """Rebuilds a Recipe from `Recipe.to_dict()` (the copy saved in a model directory)."""
+    recipe = _build(Recipe, values, "")
+    _check_values(recipe)
+    return recipe
+
+
+def _check_values(recipe: Recipe) -> None:
+    t = recipe.training
+    positive = {"training.batch_size": t.batch_size, "training.accumulation_steps": t.accumulation_steps,
+                "training.epochs": t.epochs, "training.steps_per_epoch": t.steps_per_epoch,
+                "training.backup_every_steps": t.backup_every_steps, "data.image_size": recipe.data.image_size,
+                "export.top_k": recipe.export.top_k}
+    for key, value in positive.items():
+        if value < 1:
+            raise UserError(f"recipe key {key}: must be at least 1, got {value}")
+    if t.precision not in PRECISIONS:
+        raise UserError(f"recipe key training.precision: one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    if 0 not in t.stages:
+        raise UserError("recipe key training.stages: must say which stage epoch 0 trains")
+    if t.learning_rate <= 0:
+        raise UserError(f"recipe key training.learning_rate: must be positive, got {t.learning_rate}")

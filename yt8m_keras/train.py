@@ -1,0 +1,275 @@
+"""The one trainer: a recipe, converted data and a strategy name in; checkpoints and logs out.
+
+    yt8m-keras train --recipe cdiscount_xception --data DATA --model-dir MODEL --strategy mirrored
+
+MODEL holds everything export and evaluation need: `recipe.yaml` (the resolved recipe),
+`classes.csv`, `best.weights.h5` (best epoch on the task's metric), `final.weights.h5`,
+`backup/` (preemption), `logs/` (TensorBoard) and `training_log.csv`.
+
+Preemption: the run restarts where it stopped, to the micro-batch. The backup holds the
+weights, the optimizer (with its gradient accumulators) and the step; the input stream is
+a deterministic function of the recipe's seed, and a restart skips the images already
+consumed without decoding them. So a restarted run ends with the weights of an
+uninterrupted one.
+"""
+
+import csv
+import json
+import os
+import warnings
+from typing import Dict, Optional
+
+import keras
+import tensorflow as tf
+import yaml
+
+from tfrecords import UserError
+from tfrecords.manifest import read_classes, write_classes
+from yt8m_keras.accumulation import GradientAccumulationOptimizer
+from yt8m_keras.recipes import Recipe, TrainingConfig, recipe_from_dict
+from yt8m_keras.tasks import get_task
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+RECIPE_FILE = "recipe.yaml"
+BEST_WEIGHTS = "best.weights.h5"
+FINAL_WEIGHTS = "final.weights.h5"
+OPTIMIZERS = {
+    "adam": lambda lr: keras.optimizers.Adam(learning_rate=lr),
+    "adamw": lambda lr: keras.optimizers.AdamW(learning_rate=lr),
+    "sgd": lambda lr: keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True),
+}
+
+
+def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
+    """`default` (one device), `mirrored` (all local GPUs), `multi_worker` (TF_CONFIG), `tpu`."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError, RuntimeError) as e:
+            raise UserError(f"no TPU found ({e}); run on a TPU VM or pass --tpu NAME") from None
+        return tf.distribute.TPUStrategy(resolver)
+    raise UserError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
+
+
+def make_optimizer(training: TrainingConfig) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer with its step-decay schedule, wrapped to accumulate if asked.
+
+    Schedule boundaries are in optimizer updates (the wrapped optimizer's iterations), so
+    "decay at epoch 6" means the same with or without accumulation.
+    """
+    if training.optimizer not in OPTIMIZERS:
+        raise UserError(f"recipe key training.optimizer: one of {', '.join(OPTIMIZERS)}, got {training.optimizer!r}")
+    rate = training.learning_rate
+    if training.lr_decay_epochs:
+        updates_per_epoch = training.steps_per_epoch / training.accumulation_steps
+        rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [round(e * updates_per_epoch) for e in sorted(training.lr_decay_epochs)],
+            [rate * training.lr_decay_factor ** i for i in range(len(training.lr_decay_epochs) + 1)])
+    optimizer = OPTIMIZERS[training.optimizer](rate)
+    if training.accumulation_steps > 1:
+        optimizer = GradientAccumulationOptimizer(optimizer, training.accumulation_steps)
+    return optimizer
+
+
+def stage_at(stages: Dict[int, str], epoch: int) -> str:
+    return stages[max(e for e in stages if e <= epoch)]
+
+
+class StageSchedule(keras.callbacks.Callback):
+    """Switches the trainable stage at the recipe's epochs, keeping the optimizer's state.
+
+    The optimizer was built over every variable, so unfreezing only changes which
+    gradients reach it; the train function is re-traced for the new variable list.
+    """
+
+    def __init__(self, stages: Dict[int, str], set_stage, current: str):
+        super().__init__()
+        self.stages, self.set_stage, self.current = stages, set_stage, current
+
+    def on_epoch_begin(self, epoch, logs=None):
+        stage = stage_at(self.stages, epoch)
+        if stage != self.current:
+            self.set_stage(self.model, stage)
+            self.model.make_train_function(force=True)
+            self.current = stage
+            print(f"\nepoch {epoch + 1}: training stage {stage}")
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` that resumes at the exact micro-batch, not at the epoch start.
+
+    Keras' callback restores the epoch only, its metadata counts batches from the
+    start of the current process, and `save_weights` leaves out the layers' random
+    seed states (dropout would draw other masks after a restart). This one counts
+    global steps across restarts and keeps the seed states; the trainer calls
+    `restore()` before `fit` so it can skip the consumed input.
+
+    Args:
+        backup_dir: where the weights (with the optimizer) and `training_metadata.json` go.
+        steps_per_epoch: micro-batches per epoch.
+        every_steps: back up every this many micro-batches (and at every epoch end).
+    """
+
+    def __init__(self, backup_dir: str, steps_per_epoch: int, every_steps: int):
+        super().__init__(backup_dir, save_freq=every_steps, delete_checkpoint=False)
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0
+
+    def restore(self, model: keras.Model) -> int:
+        """Loads the last backup into `model`, returns the number of micro-batches done."""
+        self.set_model(model)
+        if not os.path.exists(self._training_metadata_path):
+            return 0
+        super()._load_model()
+        with open(self._training_metadata_path) as f:
+            metadata = json.load(f)
+        for variable, value in zip(_seed_states(model), metadata["seed_states"]):
+            variable.assign(value)
+        self.step = int(metadata["step"])
+        return self.step
+
+    def on_train_begin(self, logs=None):
+        pass  # restore() ran before fit, which started from the restored step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.save_freq == 0:
+            self._save_model()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save_model()
+
+    def _save_model(self):
+        self._current_epoch, self._last_batch_seen = divmod(self.step, self.steps_per_epoch)
+        super()._save_model()
+        # The parent wrote {"epoch", "batch"}; add what restore() needs besides the weights.
+        with open(self._training_metadata_path) as f:
+            metadata = json.load(f)
+        seed_states = [v.numpy().tolist() for v in _seed_states(self.model)]
+        tmp = self._training_metadata_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({**metadata, "step": self.step, "seed_states": seed_states}, f)
+        os.replace(tmp, self._training_metadata_path)
+
+
+def _seed_states(model: keras.Model):
+    """The layers' random seed states: the model's variables that are not weights."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _worker() -> tuple:
+    """(is_chief, index) from TF_CONFIG; a single process is the chief."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = config.get("task", {})
+    kind, index = task.get("type", "chief"), int(task.get("index", 0))
+    has_chief = "chief" in config.get("cluster", {})
+    return (kind == "chief" or (kind == "worker" and index == 0 and not has_chief)), index
+
+
+def _best_so_far(log_path: str, monitor: str, mode: str) -> Optional[float]:
+    if not os.path.exists(log_path):
+        return None
+    with open(log_path) as f:
+        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def save_recipe(model_dir: str, recipe: Recipe) -> None:
+    with open(os.path.join(model_dir, RECIPE_FILE), "w") as f:
+        yaml.safe_dump(recipe.to_dict(), f, sort_keys=False)
+
+
+def load_trained(model_dir: str):
+    """(recipe, classes, model with its best weights) from a training run's directory."""
+    path = os.path.join(model_dir, RECIPE_FILE)
+    if not os.path.exists(path):
+        raise UserError(f"no {RECIPE_FILE} in {model_dir}: is it a directory written by `yt8m-keras train`?")
+    with open(path) as f:
+        recipe = recipe_from_dict(yaml.safe_load(f))
+    classes = read_classes(model_dir)
+    model = get_task(recipe.task).build_model(recipe, len(classes))
+    for name in (BEST_WEIGHTS, FINAL_WEIGHTS):
+        if os.path.exists(os.path.join(model_dir, name)):
+            model.load_weights(os.path.join(model_dir, name))
+            return recipe, classes, model
+    raise UserError(f"no {BEST_WEIGHTS} or {FINAL_WEIGHTS} in {model_dir}: has training finished an epoch?")
+
+
+def train(recipe: Recipe, data_dir: str, model_dir: str, strategy: str = "default",
+          verbose="auto") -> Dict:
+    """Trains `recipe` on `data_dir`, resuming from `model_dir/backup` if a run was cut off.
+
+    Returns:
+        A dict: `history` (metrics per epoch of this process), `step` (micro-batches done),
+        `model_dir`.
+    """
+    task = get_task(recipe.task)
+    task.read_manifest(data_dir)
+    classes = read_classes(data_dir)
+    t = recipe.training
+    distribution = make_strategy(strategy)
+    is_chief, index = _worker()
+    out_dir = model_dir if is_chief else os.path.join(model_dir, "workers", f"worker{index}")
+    os.makedirs(out_dir, exist_ok=True)
+    if is_chief:
+        save_recipe(model_dir, recipe)
+        write_classes(model_dir, classes)
+
+    keras.utils.set_random_seed(t.seed)
+    keras.mixed_precision.set_global_policy(t.precision)
+    global_batch = t.batch_size * distribution.num_replicas_in_sync
+    backup = Backup(os.path.join(out_dir, "backup"), t.steps_per_epoch, t.backup_every_steps)
+    with distribution.scope():
+        model = task.build_model(recipe, len(classes))
+        model.compile(optimizer=make_optimizer(t), **task.compile_args())
+        # Built over every variable while all are trainable: later stages reuse its state.
+        model.optimizer.build(model.trainable_variables)
+        step = backup.restore(model)
+    epoch, batch = divmod(step, t.steps_per_epoch)
+    stage = stage_at(t.stages, min(epoch, t.epochs - 1))
+    task.set_stage(model, stage)
+
+    log_path = os.path.join(out_dir, "training_log.csv")
+    callbacks = [
+        backup,
+        StageSchedule(t.stages, task.set_stage, stage),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out_dir, BEST_WEIGHTS), monitor=task.MONITOR, mode=task.MONITOR_MODE,
+            save_best_only=True, save_weights_only=True,
+            initial_value_threshold=_best_so_far(log_path, task.MONITOR, task.MONITOR_MODE)),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
+        keras.callbacks.CSVLogger(log_path, append=True),
+    ]
+    val = task.val_dataset(recipe, data_dir, global_batch)
+    history: Dict = {}
+
+    def fit(first_epoch: int, last_epoch: int, steps: int) -> None:
+        result = model.fit(
+            task.train_dataset(recipe, data_dir, global_batch, skip_batches=backup.step),
+            initial_epoch=first_epoch, epochs=last_epoch, steps_per_epoch=steps,
+            validation_data=val, validation_steps=t.validation_steps, callbacks=callbacks, verbose=verbose,
+            shuffle=False)  # the stream is shuffled, with the recipe's seed
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
+
+    # The validation stream's length is unknown until it ends (products flatten to images);
+    # Keras warns at every end of it as if training had run out of data.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
+    if epoch < t.epochs and batch:
+        fit(epoch, epoch + 1, t.steps_per_epoch - batch)  # the rest of the interrupted epoch
+        epoch += 1
+    if epoch < t.epochs:
+        fit(epoch, t.epochs, t.steps_per_epoch)
+    model.save_weights(os.path.join(out_dir, FINAL_WEIGHTS))
+    return {"history": history, "step": backup.step, "model_dir": model_dir, "model": model}
