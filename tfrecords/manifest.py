@@ -5,8 +5,10 @@
     rejected.jsonl    one JSON line per input record that could not be converted
     {split}-{i:05d}-of-{n:05d}.tfrecord[.gz]
 
-`input_records == sum(split records) + rejected` always holds; `write_manifest`
-refuses to write a manifest where it does not.
+`input_records == sum(split records) + rejected (+ filtered)` always holds;
+`write_manifest` refuses to write a manifest where it does not. `filtered` counts
+records a job drops on purpose (for example videos with no label in a requested
+vocabulary); they are counted, not listed one by one.
 """
 
 import csv
@@ -45,10 +47,11 @@ def write_text_atomic(path: str, text: str) -> None:
 
 def write_manifest(out_dir: str, manifest: Dict) -> None:
     written = sum(split["records"] for split in manifest["splits"].values())
-    if manifest["input_records"] != written + manifest["rejected"]:
+    filtered = manifest.get("filtered", 0)
+    if manifest["input_records"] != written + manifest["rejected"] + filtered:
         raise RuntimeError(
             f"records were lost: input_records={manifest['input_records']} but "
-            f"written={written} + rejected={manifest['rejected']}"
+            f"written={written} + rejected={manifest['rejected']} + filtered={filtered}"
         )
     write_text_atomic(join(out_dir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
