@@ -166,6 +166,25 @@ def _seed_states(model: keras.Model):
     return [v for v in model.variables if id(v) not in weights]
 
 
+class MultiWorkerModel(keras.Model):
+    """A functional model whose `fit` works under MultiWorkerMirroredStrategy in Keras 3.15.
+
+    Works around keras-team/keras#20585: `fit` builds the model symbolically from a
+    distributed batch with `strategy.reduce`, which fails (our models are built by
+    their constructors, so there is nothing to build), and it reduces each step's
+    logs across workers along axis 0, which fails for scalars (the logs get one).
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        pass
+
+    def train_step(self, data):
+        return {name: keras.ops.reshape(value, (1,)) for name, value in super().train_step(data).items()}
+
+    def test_step(self, data):
+        return {name: keras.ops.reshape(value, (1,)) for name, value in super().test_step(data).items()}
+
+
 def _worker() -> tuple:
     """(is_chief, index) from TF_CONFIG; a single process is the chief."""
     config = json.loads(os.environ.get("TF_CONFIG", "{}"))
@@ -232,6 +251,8 @@ def train(recipe: Recipe, data_dir: str, model_dir: str, strategy: str = "defaul
     backup = Backup(os.path.join(out_dir, "backup"), t.steps_per_epoch, t.backup_every_steps)
     with distribution.scope():
         model = task.build_model(recipe, len(classes))
+        if isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
+            model = MultiWorkerModel(model.inputs, model.outputs, name=model.name)
         model.compile(optimizer=make_optimizer(t), **task.compile_args())
         # Built over every variable while all are trainable: later stages reuse its state.
         model.optimizer.build(model.trainable_variables)

@@ -46,3 +46,22 @@ def test_console_script_help_lists_subcommands():
     assert result.returncode == 0
     for command in ("sample", "convert", "quickstart"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--recipe", "cdiscount_xception:tiny", "--data", "DATA", "--model-dir", "OUT", "--set",
+      "training.batchsize=3"], "error: unknown recipe key training.batchsize"),
+    (["train", "--recipe", "cdiscount_xception:tiny", "--data", "DATA", "--model-dir", "OUT", "--set",
+      "training.epochs=many"], "error: recipe key training.epochs: expected int, got 'many'"),
+    (["train", "--recipe", "no_such_recipe", "--data", "DATA", "--model-dir", "OUT"], "error: recipe not found"),
+    (["train", "--recipe", "cdiscount_xception:tiny", "--data", "OUT", "--model-dir", "OUT"], "error: no manifest.json"),
+    (["train", "--recipe", "cdiscount_xception:tiny", "--data", "DATA", "--model-dir", "OUT", "--strategy", "tpu"],
+     "error: no TPU found"),
+    (["export", "--model-dir", "OUT", "--export-dir", "OUT"], "error: no recipe.yaml in"),
+    (["evaluate", "--model-dir", "OUT", "--data", "DATA", "--tta", "-1"], "error: argument --tta"),
+    (["predict", "--model", "OUT", "--data", "DATA", "--output", "OUT/s.csv"], "error: no SavedModel in"),
+])
+def test_training_and_serving_user_errors(cdiscount_data, tmp_path, capsys, argv, message):
+    argv = [a.replace("DATA", cdiscount_data[0]).replace("OUT", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    assert _error_line(capsys).startswith(message)

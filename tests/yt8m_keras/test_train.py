@@ -118,3 +118,47 @@ def test_mirrored_strategy_trains_with_two_replicas(cdiscount_data, tiny_trainin
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2 steps 4" in result.stdout
+
+
+def _free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow  # two TensorFlow processes training: about a minute on 2 cores
+def test_multi_worker_training_with_two_processes(cdiscount_data, tiny_training, tmp_path):
+    import json
+
+    data, _ = cdiscount_data
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from yt8m_keras.recipes import load_recipe
+        from yt8m_keras.train import train
+        recipe = load_recipe("cdiscount_xception:tiny", {[*tiny_training, "training.epochs=1", "training.steps_per_epoch=2"]!r})
+        result = train(recipe, {data!r}, {str(tmp_path / "model")!r}, strategy="multi_worker", verbose=0)
+        np.save({str(tmp_path)!r} + "/worker%s.npy" % __import__("os").environ["WORKER"],
+                np.concatenate([w.numpy().ravel() for w in result["model"].trainable_weights]))
+        print("replicas", result["model"].distribute_strategy.num_replicas_in_sync, "steps", result["step"])
+    """)
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "WORKER": str(index),
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+        assert "replicas 2 steps 2" in out
+    # Trainable weights are all-reduced, so identical; BatchNorm statistics stay per worker.
+    np.testing.assert_array_equal(np.load(tmp_path / "worker0.npy"), np.load(tmp_path / "worker1.npy"))
+    assert (tmp_path / "model" / "final.weights.h5").exists()  # the chief's
+    assert (tmp_path / "model" / "workers" / "worker1" / "final.weights.h5").exists()
