@@ -26,6 +26,10 @@ PALETTE = np.array(
 FIRST_CATEGORY_ID = 1000000000
 # Cdiscount's share of products with 1, 2, 3, 4 images, roughly.
 IMAGES_PER_PRODUCT_P = (0.6, 0.2, 0.1, 0.1)
+# Like real listings, some pictures do not show the product (packaging, a manual, a
+# lifestyle shot): such a picture shows another class. The first picture is the most
+# often right, which is what makes combining a product's pictures worth it.
+OFF_PRODUCT_P = (0.1, 0.3)  # (first picture, later pictures)
 
 _YY, _XX = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
 
@@ -84,7 +88,9 @@ def _products(n: int, first_id: int, classes: int, labelled: bool, rng: np.rando
         document = {"_id": first_id + i}
         if labelled:
             document["category_id"] = category_id(int(label))
-        document["imgs"] = [{"picture": encode_jpeg(render_image(int(label), rng))} for _ in range(count)]
+        shown = [int(label) if rng.random() >= OFF_PRODUCT_P[min(k, 1)] else int(rng.integers(classes))
+                 for k in range(count)]
+        document["imgs"] = [{"picture": encode_jpeg(render_image(c, rng))} for c in shown]
         documents.append(document)
     return documents
 
