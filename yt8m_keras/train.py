@@ -34,10 +34,61 @@ RECIPE_FILE = "recipe.yaml"
 BEST_WEIGHTS = "best.weights.h5"
 FINAL_WEIGHTS = "final.weights.h5"
 OPTIMIZERS = {
-    "adam": lambda lr: keras.optimizers.Adam(learning_rate=lr),
-    "adamw": lambda lr: keras.optimizers.AdamW(learning_rate=lr),
-    "sgd": lambda lr: keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True),
+    "adam": (keras.optimizers.Adam, {}),
+    "adamw": (keras.optimizers.AdamW, {}),
+    "sgd": (keras.optimizers.SGD, {"momentum": 0.9, "nesterov": True}),
 }
+
+
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Rises linearly from 0 to `peak` over `warmup_steps`, then falls linearly to 0 at `total_steps`.
+
+    Args:
+        peak: the rate at the end of the warmup.
+        warmup_steps: optimizer updates of warmup.
+        total_steps: optimizer updates of the whole run.
+
+    Example:
+        >>> schedule = WarmupLinearDecay(1e-3, warmup_steps=100, total_steps=1000)
+        >>> float(schedule(50))  # 5e-4
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+        self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, total_steps
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warmup = step / max(self.warmup_steps, 1)
+        decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
+        return self.peak * keras.ops.clip(keras.ops.minimum(warmup, decay), 0.0, 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+
+
+def with_lr_multipliers(optimizer: keras.optimizers.Optimizer, multipliers: Dict[str, float]):
+    """Gives the variables whose path starts with a prefix their own learning rate.
+
+    Keras optimizers pass the rate to `update_step` once per variable, so scaling it
+    there is exact for every optimizer (Adam's update is invariant to gradient scale:
+    scaling gradients instead would change nothing) and works under tf.distribute.
+    """
+    if not multipliers:
+        return optimizer
+    plain_update_step = optimizer.update_step
+    prefixes = sorted(multipliers.items(), key=lambda kv: -len(kv[0]))  # longest prefix wins
+
+    def update_step(gradient, variable, learning_rate):
+        # Under the TensorFlow backend `variable` is the backend variable: find the
+        # Keras variable (and its path) the optimizer was built with.
+        path = optimizer._trainable_variables[optimizer._get_variable_index(variable)].path
+        for prefix, multiplier in prefixes:
+            if path.startswith(prefix):
+                return plain_update_step(gradient, variable, learning_rate * multiplier)
+        return plain_update_step(gradient, variable, learning_rate)
+
+    optimizer.update_step = update_step
+    return optimizer
 
 
 def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
@@ -68,12 +119,18 @@ def make_optimizer(training: TrainingConfig) -> keras.optimizers.Optimizer:
     if training.optimizer not in OPTIMIZERS:
         raise UserError(f"recipe key training.optimizer: one of {', '.join(OPTIMIZERS)}, got {training.optimizer!r}")
     rate = training.learning_rate
-    if training.lr_decay_epochs:
-        updates_per_epoch = training.steps_per_epoch / training.accumulation_steps
+    updates_per_epoch = training.steps_per_epoch / training.accumulation_steps
+    if training.schedule == "warmup_linear":
+        rate = WarmupLinearDecay(rate, round(training.warmup_epochs * updates_per_epoch),
+                                 round(training.epochs * updates_per_epoch))
+    elif training.lr_decay_epochs:
         rate = keras.optimizers.schedules.PiecewiseConstantDecay(
             [round(e * updates_per_epoch) for e in sorted(training.lr_decay_epochs)],
             [rate * training.lr_decay_factor ** i for i in range(len(training.lr_decay_epochs) + 1)])
-    optimizer = OPTIMIZERS[training.optimizer](rate)
+    cls, kwargs = OPTIMIZERS[training.optimizer]
+    if training.clipnorm:
+        kwargs = {**kwargs, "global_clipnorm": training.clipnorm}
+    optimizer = with_lr_multipliers(cls(learning_rate=rate, **kwargs), training.lr_multipliers)
     if training.accumulation_steps > 1:
         optimizer = GradientAccumulationOptimizer(optimizer, training.accumulation_steps)
     return optimizer

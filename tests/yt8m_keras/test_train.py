@@ -162,3 +162,27 @@ def test_multi_worker_training_with_two_processes(cdiscount_data, tiny_training,
     np.testing.assert_array_equal(np.load(tmp_path / "worker0.npy"), np.load(tmp_path / "worker1.npy"))
     assert (tmp_path / "model" / "final.weights.h5").exists()  # the chief's
     assert (tmp_path / "model" / "workers" / "worker1" / "final.weights.h5").exists()
+
+
+def test_warmup_then_linear_decay():
+    schedule = trainer.WarmupLinearDecay(1.0, warmup_steps=10, total_steps=110)
+    assert [round(float(schedule(s)), 4) for s in (0, 5, 10, 60, 110, 200)] == [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
+
+
+def test_lr_multipliers_scale_the_update_of_matching_variables():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(1, name="head")(keras.layers.Dense(3, name="segment_encoder_dense")(inputs))
+    model = keras.Model(inputs, outputs)
+    recipe = load_recipe("cdiscount_xception:tiny", ["training.optimizer=sgd", "training.learning_rate=0.1",
+                                                     "training.lr_decay_epochs=[]",
+                                                     "training.lr_multipliers={segment_encoder: 0.5}",
+                                                     "training.accumulation_steps=1"])
+    optimizer = trainer.make_optimizer(recipe.training)
+    grads = [keras.ops.ones_like(v) for v in model.trainable_variables]
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    optimizer.apply(grads, model.trainable_variables)
+    for v, b in zip(model.trainable_variables, before):
+        # Nesterov SGD's first step moves by lr * (1 + momentum) * gradient.
+        expected = 0.1 * 1.9 * (0.5 if v.path.startswith("segment_encoder") else 1.0)
+        np.testing.assert_allclose(b - v.numpy(), expected, rtol=1e-5, err_msg=v.path)

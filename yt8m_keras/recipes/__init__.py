@@ -20,6 +20,7 @@ from tfrecords import UserError
 
 RECIPES_DIR = os.path.dirname(__file__)
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+SCHEDULES = ("step", "warmup_linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +33,20 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    """Input settings; each task reads the fields that concern it."""
+
+    train_split: str = "train"
+    val_split: str = "val"
+    shuffle_buffer: int = 8192
+    # Images (cdiscount).
     image_size: int = 180
     augment: bool = True
-    shuffle_buffer: int = 8192
+    # Frames (yt8m): frames kept per video; frames each side of a 5 s segment; the loss
+    # weight of mined negatives; the share of rated videos held out for validation.
+    max_frames: int = 300
+    context_frames: int = 3
+    negative_weight: float = 0.1
+    holdout_fraction: float = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +64,16 @@ class TrainingConfig:
     validation_steps: Optional[int] = None
     optimizer: str = "adam"
     learning_rate: float = 1e-3
-    # Step decay: multiply the rate by lr_decay_factor at each of these epochs.
+    # "step": multiply the rate by lr_decay_factor at each of lr_decay_epochs;
+    # "warmup_linear": rise linearly for warmup_epochs, then fall linearly to 0.
+    schedule: str = "step"
     lr_decay_epochs: List[int] = dataclasses.field(default_factory=list)
     lr_decay_factor: float = 0.1
+    warmup_epochs: float = 0.0
+    # Gradient clipping by global norm (0: none), applied to the accumulated gradient.
+    clipnorm: float = 0.0
+    # Variable path prefix -> learning-rate multiplier (e.g. a segment encoder's lower rate).
+    lr_multipliers: Dict[str, float] = dataclasses.field(default_factory=dict)
     # epoch -> trainable stage, e.g. {0: top, 1: blocks10+, 3: full}.
     stages: Dict[int, str] = dataclasses.field(default_factory=lambda: {0: "full"})
     precision: str = "float32"
@@ -214,6 +233,10 @@ def _check_values(recipe: Recipe) -> None:
     for key, value in positive.items():
         if value < 1:
             raise UserError(f"recipe key {key}: must be at least 1, got {value}")
+    if t.schedule not in SCHEDULES:
+        raise UserError(f"recipe key training.schedule: one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
+    if not 0 <= recipe.data.holdout_fraction < 1:
+        raise UserError(f"recipe key data.holdout_fraction: must be in [0, 1), got {recipe.data.holdout_fraction}")
     if t.precision not in PRECISIONS:
         raise UserError(f"recipe key training.precision: one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if 0 not in t.stages:

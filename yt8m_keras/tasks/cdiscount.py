@@ -61,14 +61,14 @@ def compile_args() -> Dict:
 
 def train_dataset(recipe, data_dir: str, global_batch: int, skip_batches: int = 0) -> tf.data.Dataset:
     return data.image_dataset(
-        data_dir, "train", batch_size=global_batch, image_size=recipe.data.image_size,
+        data_dir, recipe.data.train_split, batch_size=global_batch, image_size=recipe.data.image_size,
         augment=recipe.data.augment, shuffle=True, seed=recipe.training.seed, repeat=True,
         shuffle_buffer=recipe.data.shuffle_buffer, skip_batches=skip_batches)
 
 
 def val_dataset(recipe, data_dir: str, global_batch: int) -> tf.data.Dataset:
     return data.image_dataset(
-        data_dir, "val", batch_size=global_batch, image_size=recipe.data.image_size,
+        data_dir, recipe.data.val_split, batch_size=global_batch, image_size=recipe.data.image_size,
         augment=False, shuffle=False, repeat=False, drop_remainder=False)
 
 
