@@ -118,7 +118,8 @@ def summary(manifest: Dict, output: Optional[str] = None) -> str:
     """A few human lines about a converted dataset (printed by the jobs and the CLI)."""
     lines = [f"{manifest['kind']} v{manifest['schema_version']}" + (f" in {output}" if output else ""),
              f"  input records {manifest['input_records']}, rejected {manifest['rejected']}"
-             + (f" (see {REJECTED})" if manifest["rejected"] else ""),
+             + (f" (see {REJECTED})" if manifest["rejected"] else "")
+             + (f", filtered {manifest['filtered']}" if manifest.get("filtered") else ""),
              f"  classes {manifest.get('num_classes', '-')}"]
     for split, info in manifest["splits"].items():
         lines.append(f"  {split:<6} {info['records']:>9} records in {len(info['shards'])} shards")
