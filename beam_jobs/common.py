@@ -122,6 +122,6 @@ def summary(manifest: Dict, output: Optional[str] = None) -> str:
              + (f", filtered {manifest['filtered']}" if manifest.get("filtered") else ""),
              f"  classes {manifest.get('num_classes', '-')}"]
     for split, info in manifest["splits"].items():
-        lines.append(f"  {split:<6} {info['records']:>9} records in {len(info['shards'])} shards")
+        lines.append(f"  {split:<8} {info['records']:>9} records in {len(info['shards'])} shards")
     lines.append(f"  manifest {MANIFEST}")
     return "\n".join(lines)

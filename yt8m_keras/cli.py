@@ -17,8 +17,9 @@ PROG = "yt8m-keras"
 CONVERTERS = {
     # format -> (Beam job module, what it reads)
     "bson": ("beam_jobs.bson_to_tfrecords", "Cdiscount BSON files"),
+    "frames": ("beam_jobs.frames_to_tfrecords", "YouTube-8M frame-level records, official or MediaPipe"),
 }
-SAMPLES = ("cdiscount",)
+SAMPLES = ("cdiscount", "yt8m")
 QUICKSTART_RECIPE = "cdiscount_xception:tiny"
 QUICKSTART_PRODUCTS = 1000
 QUICKSTART_CLASSES = 8
@@ -29,8 +30,12 @@ def _add_sample(subparsers) -> None:
     parser = subparsers.add_parser("sample", help="write sample raw data in a competition's native format")
     parser.add_argument("dataset", choices=SAMPLES)
     parser.add_argument("--output", required=True, help="directory to write into")
-    parser.add_argument("--products", type=_positive_int, default=400, help="labelled products (default 400)")
-    parser.add_argument("--classes", type=_positive_int, default=8, help="categories (default 8)")
+    parser.add_argument("--products", type=_positive_int, default=400,
+                        help="cdiscount: labelled products (default 400)")
+    parser.add_argument("--videos", type=_positive_int, default=300, help="yt8m: videos per split (default 300)")
+    parser.add_argument("--classes", type=_positive_int, help="categories (default: cdiscount 8, yt8m 20)")
+    parser.add_argument("--segment-classes", type=_positive_int, default=10,
+                        help="yt8m: classes rated at segment level (default 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(handler=_sample)
 
@@ -128,9 +133,19 @@ def build_parser() -> ArgumentParser:
 
 
 def _sample(args) -> None:
-    from yt8m_keras.sample import cdiscount
+    if args.dataset == "cdiscount":
+        from yt8m_keras.sample import cdiscount
 
-    paths = cdiscount.write_sample(args.output, products=args.products, classes=args.classes, seed=args.seed)
+        paths = cdiscount.write_sample(args.output, products=args.products, classes=args.classes or 8,
+                                       seed=args.seed)
+    else:
+        from yt8m_keras.sample import yt8m
+
+        classes = args.classes or 20
+        if args.segment_classes > classes:
+            raise UserError(f"--segment-classes ({args.segment_classes}) cannot exceed --classes ({classes})")
+        paths = yt8m.write_sample(args.output, videos=args.videos, classes=classes,
+                                  segment_classes=args.segment_classes, seed=args.seed)
     for name, path in paths.items():
         print(f"{name:<11} {path}")
 
