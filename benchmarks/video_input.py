@@ -1,0 +1,183 @@
+"""The frame-level video pipeline against parsing alone, and the two segment inference forms, in one run.
+
+    python benchmarks/video_input.py [--records 2000] [--frames 300] [--workdir /tmp/yt8m_bench_video]
+
+Generates official-format `yt8m_frame` records (240-300 frames, random features,
+written with `yt8m_frame.encode`, cached in --workdir with a manifest), reads them
+once to warm the page cache, then measures with `tfds.benchmark` (first batch
+excluded):
+
+- parse only: `tf.io.parse_single_sequence_example` (the bytes of every frame as
+  strings; no decode, no dequantize, no padding), a summary of each batched;
+- video pipeline: `video_dataset` (parse + decode + dequantize + pad + mask), batched;
+
+and prints both rates and the ratio (both read unshuffled, so only the per-record work
+differs). Then segments/s and host bytes per segment of `segment_inference_dataset`
+(a copy of the whole video per segment) against `video_segment_dataset` (segments
+grouped by video, windows cut later by `flatten_segments` on the accelerator), and,
+for reference, the latter with `flatten_segments` run on the host.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tfrecords import yt8m_frame as kind
+from tfrecords.manifest import MANIFEST, compression_type, read_manifest, shard_name, shard_paths, write_manifest
+from yt8m_keras.data.cdiscount import records
+from yt8m_keras.data.yt8m import (flatten_segments, segment_inference_dataset, video_dataset,
+                                  video_segment_dataset)
+
+SPLIT = "test"
+NUM_CLASSES = 3862
+
+
+def make_dataset(out: str, num_records: int, frames: int, shards: int, seed: int = 0) -> None:
+    """Writes the records and manifest, unless --workdir already holds the same ones."""
+    settings = {"records": num_records, "frames": frames, "shards": shards, "seed": seed}
+    if os.path.exists(os.path.join(out, MANIFEST)) and read_manifest(out).get("benchmark") == settings:
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    rng = np.random.default_rng(seed)
+    # Frames drawn from a pool: encoding, not random number generation, is what takes time.
+    pool_rgb = rng.integers(0, 256, [4 * frames, kind.RGB_SIZE], dtype=np.uint8)
+    pool_audio = rng.integers(0, 256, [4 * frames, kind.AUDIO_SIZE], dtype=np.uint8)
+    names = [shard_name(SPLIT, i, shards) for i in range(shards)]
+    writers = [tf.io.TFRecordWriter(os.path.join(out, name)) for name in names]
+    started = time.perf_counter()
+    for i in range(num_records):
+        length = int(rng.integers(int(frames * 0.8), frames + 1))
+        first = int(rng.integers(0, len(pool_rgb) - length))
+        labels = rng.choice(NUM_CLASSES, size=int(rng.integers(1, 6)), replace=False)
+        writers[i % shards].write(kind.encode(f"v{i:06d}", labels, pool_rgb[first:first + length],
+                                              pool_audio[first:first + length]))
+    for writer in writers:
+        writer.close()
+    write_manifest(out, {"kind": kind.KIND, "schema_version": kind.SCHEMA_VERSION, "num_classes": NUM_CLASSES,
+                         "input_records": num_records, "rejected": 0, "benchmark": settings,
+                         "splits": {SPLIT: {"records": num_records, "shards": names}}})
+    print(f"generated {num_records} records in {time.perf_counter() - started:.0f} s")
+
+
+def parse_only(out: str, batch_size: int) -> tf.data.Dataset:
+    """Records parsed to tensors (every frame's bytes as a string) and nothing more.
+
+    Only a summary of each parse is batched: batching the 2 x 300 strings themselves
+    (ragged) costs more than the whole float pipeline's batching and would make the
+    baseline slower than the pipeline it is the floor of.
+    """
+    manifest = read_manifest(out, kind.KIND)
+
+    def parse(serialized):
+        context, sequence = tf.io.parse_single_sequence_example(serialized, kind.CONTEXT_FEATURES,
+                                                                kind.SEQUENCE_FEATURES)
+        return {"id": context[kind.ID], "labels": tf.size(context[kind.LABELS]),
+                "frames": tf.size(sequence[kind.RGB]) + tf.size(sequence[kind.AUDIO])}
+
+    ds = records(shard_paths(out, manifest, SPLIT), compression_type(manifest))
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def rate(ds: tf.data.Dataset, batch_size: int) -> float:
+    """Examples/s of a full pass, first batch (pipeline start) excluded."""
+    return float(tfds.benchmark(ds, batch_size=batch_size).stats["avg"]["lasts"])
+
+
+def segment_rate(ds: tf.data.Dataset, count, seconds: float) -> tuple:
+    """(segments/s, host bytes per segment) over about `seconds`, the first element excluded."""
+    iterator = iter(ds)
+    next(iterator)
+    segments, nbytes, started = 0, 0, time.perf_counter()
+    for element in iterator:
+        segments += count(element)
+        nbytes += sum(int(np.prod(t.shape)) * t.dtype.size for t in element.values())
+        if time.perf_counter() - started > seconds:
+            break
+    return segments / (time.perf_counter() - started), nbytes / max(segments, 1)
+
+
+def real_segments(videos) -> int:
+    return int(tf.reduce_sum(tf.cast(videos["start_time"] >= 0, tf.int32)))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--frames", type=int, default=kind.MAX_FRAMES)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating passes; the median is reported")
+    parser.add_argument("--segment-seconds", type=float, default=10.0, help="time per segment stream and round")
+    parser.add_argument("--workdir", default="/tmp/yt8m_bench_video")
+    parser.add_argument("--skip-segments", action="store_true", help="only the parse/pipeline ratio")
+    args = parser.parse_args(argv)
+
+    make_dataset(args.workdir, args.records, args.frames, args.shards)
+    for path in sorted(tf.io.gfile.glob(os.path.join(args.workdir, f"{SPLIT}-*"))):
+        with open(path, "rb") as f:  # into the page cache, so no run pays for the first read
+            while f.read(64 << 20):
+                pass
+
+    b, frames = args.batch_size, args.frames
+    video = lambda: video_dataset(args.workdir, SPLIT, batch_size=b, max_frames=frames, shuffle=False,
+                                  repeat=False, drop_remainder=True)
+    by_video = lambda: video_segment_dataset(args.workdir, SPLIT, videos_per_batch=8, max_frames=frames)
+    streams = {  # name -> a function measuring one pass: (rate, host bytes per segment or None)
+        "parse_only": lambda: (rate(parse_only(args.workdir, b), b), None),
+        "video_pipeline": lambda: (rate(video(), b), None),
+    }
+    if not args.skip_segments:
+        streams.update({
+            "segments_flat": lambda: segment_rate(
+                segment_inference_dataset(args.workdir, SPLIT, batch_size=256, max_frames=frames),
+                lambda element: int(element["id"].shape[0]), args.segment_seconds),
+            "segments_by_video": lambda: segment_rate(by_video(), real_segments, args.segment_seconds),
+            "segments_by_video_flattened_on_host": lambda: segment_rate(
+                by_video().map(flatten_segments), lambda element: int(element["id"].shape[0]),
+                args.segment_seconds),
+        })
+    # Alternating rounds and medians: other work on a shared machine slows whichever
+    # stream runs at the time; the median of rounds spreads that over all of them.
+    results = {name: [] for name in streams}
+    for _ in range(args.rounds):
+        for name, measure in streams.items():
+            results[name].append(measure())
+    median = {name: float(np.median([r for r, _ in runs])) for name, runs in results.items()}
+    host_bytes = {name: runs[0][1] for name, runs in results.items() if runs[0][1] is not None}
+
+    figures = {"cpus": os.cpu_count(), "records": args.records, "frames": frames, "batch_size": b,
+               "rounds": args.rounds, **{f"{name}_per_s": round(value, 1) for name, value in median.items()},
+               "ratio_pipeline_over_parse": round(median["video_pipeline"] / median["parse_only"], 3)}
+    print(f"\nmedians of {args.rounds} rounds, {os.cpu_count()} CPUs")
+    print(f"parse only:      {median['parse_only']:9.1f} examples/s (parse_single_sequence_example only)")
+    print(f"video pipeline:  {median['video_pipeline']:9.1f} examples/s (video_dataset: parse + decode + "
+          f"dequantize + pad, batches of {b})")
+    # Each round's two passes ran back to back: their ratio is the least disturbed figure.
+    per_round = [v[0] / p[0] for p, v in zip(results["parse_only"], results["video_pipeline"])]
+    figures["ratio_pipeline_over_parse_per_round"] = [round(r, 3) for r in per_round]
+    print(f"ratio pipeline/parse: {figures['ratio_pipeline_over_parse']:.3f} "
+          f"(per round: {', '.join(f'{r:.3f}' for r in per_round)})")
+    if not args.skip_segments:
+        figures.update({f"host_mb_per_segment_{name[len('segments_'):]}": round(value / 2**20, 3)
+                        for name, value in host_bytes.items()})
+        figures["ratio_by_video_over_flat"] = round(median["segments_by_video"] / median["segments_flat"], 2)
+        print(f"\nsegment_inference_dataset (256 segments/batch): {median['segments_flat']:9.1f} segments/s, "
+              f"{host_bytes['segments_flat'] / 2**20:.3f} MB/segment on the host")
+        print(f"video_segment_dataset (8 videos/batch):         {median['segments_by_video']:9.1f} segments/s, "
+              f"{host_bytes['segments_by_video'] / 2**20:.3f} MB/segment on the host")
+        print(f"  + flatten_segments on the host:              "
+              f"{median['segments_by_video_flattened_on_host']:9.1f} segments/s")
+        print(f"ratio by-video/flat: {figures['ratio_by_video_over_flat']:.2f}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
