@@ -5,7 +5,8 @@
 writes `BASE/NAME/VERSION/` (TF Serving's layout; without --version, one more than the
 highest version there) with the task's signatures, `assets.extra/tf_serving_warmup_requests`
 (one PredictRequest per signature, so the first real request is not the slow one) and
-`assets.extra/classes.csv` (class index -> category id, for batch prediction).
+`assets.extra/classes.csv` (class index -> category id) and `assets.extra/recipe.yaml`
+(the training recipe: batch prediction reads the task, sizes and context from it).
 The version directory appears complete or not at all: it is written under a hidden
 name first, and TF Serving ignores names that are not numbers.
 """
@@ -20,7 +21,7 @@ import tensorflow as tf
 from tfrecords import UserError
 from tfrecords.manifest import write_classes
 from yt8m_keras.tasks import get_task
-from yt8m_keras.train import load_trained
+from yt8m_keras.train import RECIPE_FILE, load_trained, save_recipe
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 
@@ -71,5 +72,6 @@ def export(model_dir: str, export_base: str, name: Optional[str] = None, version
     tf.io.gfile.makedirs(extra)
     write_warmup(os.path.join(extra, WARMUP_FILE), name, task.warmup_inputs(recipe))
     write_classes(extra, classes)
+    save_recipe(extra, recipe)
     tf.io.gfile.rename(tmp, path)
     return path

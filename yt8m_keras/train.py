@@ -2,7 +2,7 @@
 
     yt8m-keras train --recipe cdiscount_xception --data DATA --model-dir MODEL --strategy mirrored
 
-MODEL holds everything export and evaluation need: `recipe.yaml` (the resolved recipe),
+MODEL (local or gs://) holds everything export and evaluation need: `recipe.yaml` (the resolved recipe),
 `classes.csv`, `best.weights.h5` (best epoch on the task's metric), `final.weights.h5`,
 `backup/` (preemption), `logs/` (TensorBoard) and `training_log.csv`.
 
@@ -183,10 +183,10 @@ class Backup(keras.callbacks.BackupAndRestore):
     def restore(self, model: keras.Model) -> int:
         """Loads the last backup into `model`, returns the number of micro-batches done."""
         self.set_model(model)
-        if not os.path.exists(self._training_metadata_path):
+        if not tf.io.gfile.exists(self._training_metadata_path):
             return 0
         super()._load_model()
-        with open(self._training_metadata_path) as f:
+        with tf.io.gfile.GFile(self._training_metadata_path) as f:
             metadata = json.load(f)
         for variable, value in zip(_seed_states(model), metadata["seed_states"]):
             variable.assign(value)
@@ -208,13 +208,13 @@ class Backup(keras.callbacks.BackupAndRestore):
         self._current_epoch, self._last_batch_seen = divmod(self.step, self.steps_per_epoch)
         super()._save_model()
         # The parent wrote {"epoch", "batch"}; add what restore() needs besides the weights.
-        with open(self._training_metadata_path) as f:
+        with tf.io.gfile.GFile(self._training_metadata_path) as f:
             metadata = json.load(f)
         seed_states = [v.numpy().tolist() for v in _seed_states(self.model)]
         tmp = self._training_metadata_path + ".tmp"
-        with open(tmp, "w") as f:
+        with tf.io.gfile.GFile(tmp, "w") as f:
             json.dump({**metadata, "step": self.step, "seed_states": seed_states}, f)
-        os.replace(tmp, self._training_metadata_path)
+        tf.io.gfile.rename(tmp, self._training_metadata_path, overwrite=True)
 
 
 def _seed_states(model: keras.Model):
@@ -252,9 +252,9 @@ def _worker() -> tuple:
 
 
 def _best_so_far(log_path: str, monitor: str, mode: str) -> Optional[float]:
-    if not os.path.exists(log_path):
+    if not tf.io.gfile.exists(log_path):
         return None
-    with open(log_path) as f:
+    with tf.io.gfile.GFile(log_path) as f:
         values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
     if not values:
         return None
@@ -262,21 +262,21 @@ def _best_so_far(log_path: str, monitor: str, mode: str) -> Optional[float]:
 
 
 def save_recipe(model_dir: str, recipe: Recipe) -> None:
-    with open(os.path.join(model_dir, RECIPE_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(model_dir, RECIPE_FILE), "w") as f:
         yaml.safe_dump(recipe.to_dict(), f, sort_keys=False)
 
 
 def load_trained(model_dir: str):
     """(recipe, classes, model with its best weights) from a training run's directory."""
     path = os.path.join(model_dir, RECIPE_FILE)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         raise UserError(f"no {RECIPE_FILE} in {model_dir}: is it a directory written by `yt8m-keras train`?")
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
         recipe = recipe_from_dict(yaml.safe_load(f))
     classes = read_classes(model_dir)
     model = get_task(recipe.task).build_model(recipe, len(classes))
     for name in (BEST_WEIGHTS, FINAL_WEIGHTS):
-        if os.path.exists(os.path.join(model_dir, name)):
+        if tf.io.gfile.exists(os.path.join(model_dir, name)):
             model.load_weights(os.path.join(model_dir, name))
             return recipe, classes, model
     raise UserError(f"no {BEST_WEIGHTS} or {FINAL_WEIGHTS} in {model_dir}: has training finished an epoch?")
@@ -297,7 +297,7 @@ def train(recipe: Recipe, data_dir: str, model_dir: str, strategy: str = "defaul
     distribution = make_strategy(strategy)
     is_chief, index = _worker()
     out_dir = model_dir if is_chief else os.path.join(model_dir, "workers", f"worker{index}")
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     if is_chief:
         save_recipe(model_dir, recipe)
         write_classes(model_dir, classes)

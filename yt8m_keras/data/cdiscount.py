@@ -14,42 +14,21 @@ Example:
 >>> images, labels = next(iter(ds))   # [64, 180, 180, 3] float32, [64] int64
 """
 
-from typing import List
-
 import tensorflow as tf
 
 from tfrecords import cdiscount_product as kind
 from tfrecords.manifest import compression_type, read_manifest, shard_paths
 from yt8m_keras.data.augment import augment as augment_image
 from yt8m_keras.data.augment import decode
+from yt8m_keras.data.shards import deterministic, records
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def _deterministic(ds: tf.data.Dataset) -> tf.data.Dataset:
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options)
 
 
 def shard_files(data_dir: str, split: str):
     """The split's shard paths and their TFRecord compression, from the manifest."""
     manifest = read_manifest(data_dir, kind.KIND, kind.SCHEMA_VERSION)
     return shard_paths(data_dir, manifest, split), compression_type(manifest)
-
-
-def records(paths: List[str], compression: str, shuffle: bool = False, seed: int = 0,
-            cycle_length: int = 8) -> tf.data.Dataset:
-    """Serialized records of several shards, read interleaved (in shard order unless `shuffle`)."""
-    files = tf.data.Dataset.from_tensor_slices(paths)
-    if shuffle:
-        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    return files.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
-        cycle_length=max(1, min(cycle_length, len(paths))),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
 
 
 def _images_with_labels(features):
@@ -95,7 +74,7 @@ def image_dataset(data_dir: str, split: str = "train", batch_size: int = 64, ima
         return image, label
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return _deterministic(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE))
+    return deterministic(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE))
 
 
 def product_dataset(data_dir: str, split: str = "val", batch_size: int = 32,
@@ -124,4 +103,4 @@ def product_dataset(data_dir: str, split: str = "val", batch_size: int = 32,
     ds = ds.padded_batch(batch_size, padded_shapes={
         kind.PRODUCT_ID: [], kind.LABEL: [], kind.CATEGORY_ID: [], kind.NUM_IMAGES: [],
         kind.IMAGES: [kind.MAX_IMAGES, image_size, image_size, 3]})
-    return _deterministic(ds.prefetch(AUTOTUNE))
+    return deterministic(ds.prefetch(AUTOTUNE))

@@ -54,7 +54,7 @@ import tensorflow as tf
 
 from tfrecords import yt8m_frame as kind
 from tfrecords.manifest import compression_type, read_manifest, shard_paths
-from yt8m_keras.data.cdiscount import _deterministic, records
+from yt8m_keras.data.shards import deterministic, records
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -176,7 +176,7 @@ def video_dataset(data_dir: str, split: str = "train", batch_size: int = 64, max
         return {key: video[key] for key in VIDEO_KEYS}, video[kind.LABELS]
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return _deterministic(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE))
+    return deterministic(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE))
 
 
 def _rated_segment_starts(serialized: tf.Tensor, max_frames: int) -> tf.Tensor:
@@ -195,10 +195,17 @@ def _rated_segment_starts(serialized: tf.Tensor, max_frames: int) -> tf.Tensor:
     return tf.boolean_mask(starts, (starts >= 0) & (starts < num_frames))
 
 
+def in_holdout(serialized: tf.Tensor, fraction: float) -> tf.Tensor:
+    """Whether a video belongs to the holdout: a hash of its id, parsed alone (cheap)."""
+    context, _ = tf.io.parse_single_sequence_example(serialized, {kind.ID: kind.CONTEXT_FEATURES[kind.ID]})
+    return tf.strings.to_hash_bucket_fast(context[kind.ID], 10000) < int(round(fraction * 10000))
+
+
 def segment_dataset(data_dir: str, split: str = "validate", batch_size: int = 64, context_frames: int = 3,
                     max_frames: int = 300, negative_weight: float = 0.1, shuffle: bool = True, seed: int = 0,
                     repeat: bool = True, shuffle_buffer: int = 1024, drop_remainder: bool = True,
-                    skip_batches: int = 0) -> tf.data.Dataset:
+                    skip_batches: int = 0, holdout_fraction: float = 0.0,
+                    holdout: bool = False) -> tf.data.Dataset:
     """Batches of (features, y), one entry per rated segment, for segment fine-tuning.
 
     A record may rate several segments, and a segment several classes: each distinct
@@ -228,9 +235,14 @@ def segment_dataset(data_dir: str, split: str = "validate", batch_size: int = 64
         drop_remainder: drop the last partial batch.
         skip_batches: start after this many batches of the same stream; the skipped
             segments' videos are not parsed beyond their ratings and frame count.
+        holdout_fraction: share of the videos set aside for validation, chosen by a
+            hash of the video id (the same videos whatever the shard order or seed).
+        holdout: False: the videos outside the holdout (training); True: the holdout.
     """
     paths, compression, num_classes = _split(data_dir, split)
     ds = records(paths, compression, shuffle=shuffle, seed=seed)
+    if holdout_fraction > 0:
+        ds = ds.filter(lambda serialized: in_holdout(serialized, holdout_fraction) == holdout)
 
     def rated_segments(serialized):
         starts = _rated_segment_starts(serialized, max_frames)
@@ -259,7 +271,7 @@ def segment_dataset(data_dir: str, split: str = "validate", batch_size: int = 64
         return features, tf.stack([targets, weights], axis=0)
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return _deterministic(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE))
+    return deterministic(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE))
 
 
 def inference_start_times(num_frames: tf.Tensor, stride: int = 5, drop_first: int = 0,
@@ -324,7 +336,7 @@ def video_segment_dataset(data_dir: str, split: str = "test", videos_per_batch: 
         kind.RGB: [max_frames, kind.RGB_SIZE], kind.AUDIO: [max_frames, kind.AUDIO_SIZE], "mask": [max_frames],
     }, padding_values={kind.ID: b"", "start_time": tf.constant(-1, tf.int64), kind.RGB: 0.0, kind.AUDIO: 0.0,
                        "mask": 0.0})
-    return _deterministic(ds.prefetch(AUTOTUNE))
+    return deterministic(ds.prefetch(AUTOTUNE))
 
 
 def flatten_segments(videos: Dict[str, tf.Tensor], context_frames: int = 3) -> Dict[str, tf.Tensor]:
@@ -402,4 +414,4 @@ def segment_inference_dataset(data_dir: str, split: str = "test", batch_size: in
 
     ds = ds.flat_map(segments_of).map(cut, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return _deterministic(ds.prefetch(AUTOTUNE))
+    return deterministic(ds.prefetch(AUTOTUNE))

@@ -4,7 +4,6 @@ Trained per image (each image carries its product's label); evaluated and predic
 per product by combining the predictions of its images (`yt8m_keras.combine`).
 """
 
-import inspect
 from typing import Dict, List
 
 import keras
@@ -17,8 +16,8 @@ from tfrecords.manifest import read_manifest as _read_manifest
 from yt8m_keras.combine import parse_rule
 from yt8m_keras.data import cdiscount as data
 from yt8m_keras.data.augment import decode
-from yt8m_keras.models import MODELS
 from yt8m_keras.models.xception import set_trainable_stage
+from yt8m_keras.tasks import build_registered
 
 KIND = kind
 MONITOR = "val_accuracy"
@@ -30,18 +29,7 @@ def read_manifest(data_dir: str) -> Dict:
 
 
 def build_model(recipe, num_classes: int) -> keras.Model:
-    if recipe.model.name not in MODELS:
-        raise UserError(f"recipe key model.name: unknown model {recipe.model.name!r} "
-                        f"(known: {', '.join(sorted(MODELS))})")
-    builder = MODELS[recipe.model.name]
-    accepted = set(inspect.signature(builder).parameters) - {"num_classes", "image_size"}
-    for key in recipe.model.args:
-        if key not in accepted:
-            raise UserError(f"unknown recipe key model.args.{key} (known: {', '.join(sorted(accepted))})")
-    try:
-        return builder(num_classes=num_classes, image_size=recipe.data.image_size, **recipe.model.args)
-    except ValueError as e:
-        raise UserError(f"recipe key model.args: {e}") from None
+    return build_registered(recipe, num_classes=num_classes, image_size=recipe.data.image_size)
 
 
 def set_stage(model: keras.Model, stage: str) -> None:
