@@ -20,10 +20,12 @@ CONVERTERS = {
     "frames": ("beam_jobs.frames_to_tfrecords", "YouTube-8M frame-level records, official or MediaPipe"),
 }
 SAMPLES = ("cdiscount", "yt8m")
+PREDICT_TASKS = ("products", "segments", "videos")
 QUICKSTART_RECIPE = "cdiscount_xception:tiny"
 QUICKSTART_PRODUCTS = 1000
 QUICKSTART_CLASSES = 8
 QUICKSTART_TTA = 4
+QUICKSTART_VIDEOS = 600
 
 
 def _add_sample(subparsers) -> None:
@@ -82,19 +84,30 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _add_predict(subparsers) -> None:
-    parser = subparsers.add_parser("predict", help="write a Kaggle submission with an exported model")
-    parser.add_argument("--model", required=True, help="an exported SavedModel: BASE/NAME/VERSION")
+    parser = subparsers.add_parser("predict", help="write a Kaggle submission with exported models")
+    parser.add_argument("--model", action="append", required=True,
+                        help="an exported SavedModel: BASE/NAME/VERSION (repeat to average YouTube-8M models)")
     parser.add_argument("--data", required=True, help="a directory written by `convert`")
     parser.add_argument("--split", default="test")
     parser.add_argument("--output", required=True, help="the CSV to write")
-    parser.add_argument("--combine", default="power:0.1", help="per-product rule: first, mean, product, rms, "
-                        "median, power[:A], max (default power:0.1)")
-    parser.add_argument("--tta", type=_non_negative_int, default=0, help="augmented copies per image (0: none)")
+    parser.add_argument("--task", choices=PREDICT_TASKS, help="products (Cdiscount), segments or videos "
+                        "(YouTube-8M); default: what the first model was trained for")
+    parser.add_argument("--combine", default="power:0.1", help="products: per-product rule: first, mean, "
+                        "product, rms, median, power[:A], max (default power:0.1)")
+    parser.add_argument("--tta", type=_non_negative_int, default=0, help="products: augmented copies per image")
+    parser.add_argument("--k", type=_positive_int, default=100_000, help="segments: segments kept per class")
+    parser.add_argument("--drop-first", type=_non_negative_int, default=0, help="segments: skip each video's "
+                        "first N segments")
+    parser.add_argument("--drop-last", type=_non_negative_int, default=0, help="segments: skip each video's "
+                        "last N segments")
+    parser.add_argument("--top-k", type=_positive_int, default=20, help="videos: label/score pairs per video")
     parser.set_defaults(handler=_predict)
 
 
 def _add_quickstart(subparsers) -> None:
     parser = subparsers.add_parser("quickstart", help="the whole pipeline on generated sample data")
+    parser.add_argument("--recipe", choices=("cdiscount", "yt8m"), default="cdiscount",
+                        help="cdiscount (default): BSON -> Xception; yt8m: frame records -> NeXtVLAD -> segments")
     parser.add_argument("--workdir", default="yt8m_quickstart", help="where everything is written")
     parser.set_defaults(handler=_quickstart)
 
@@ -182,20 +195,55 @@ def _export(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from yt8m_keras.predict import evaluate
+    from yt8m_keras.train import trained_task
 
-    print(evaluate(args.model_dir, args.data, tta=args.tta, split=args.split)["text"])
+    if trained_task(args.model_dir) == "cdiscount":
+        from yt8m_keras.predict import evaluate
+
+        print(evaluate(args.model_dir, args.data, tta=args.tta, split=args.split)["text"])
+    else:
+        from yt8m_keras import yt8m_predict
+
+        print(yt8m_predict.evaluate(args.model_dir, args.data)["text"])
 
 
 def _predict(args) -> None:
-    from yt8m_keras.predict import predict
+    task = args.task or _exported_task(args.model[0])
+    if task == "products":
+        from yt8m_keras.predict import predict
 
-    products = predict(args.model, args.data, args.output, split=args.split, rule=args.combine, tta=args.tta)
-    print(f"wrote {args.output}: {products} products")
+        if len(args.model) > 1:
+            raise UserError("products: give one --model")
+        count = predict(args.model[0], args.data, args.output, split=args.split, rule=args.combine, tta=args.tta)
+        print(f"wrote {args.output}: {count} products")
+        return
+    from yt8m_keras import yt8m_predict
+
+    if task == "segments":
+        count = yt8m_predict.predict_segments(args.model, args.data, args.output, split=args.split, k=args.k,
+                                              drop_first=args.drop_first, drop_last=args.drop_last)
+        print(f"wrote {args.output}: {count} segments scored, the best {args.k} per class kept")
+    else:
+        count = yt8m_predict.predict_videos(args.model, args.data, args.output, split=args.split, top_k=args.top_k)
+        print(f"wrote {args.output}: {count} videos")
+
+
+def _exported_task(model_path: str) -> str:
+    """products, segments or videos: what the exported model's recipe trained it for."""
+    import yaml
+
+    path = os.path.join(model_path, "assets.extra", "recipe.yaml")
+    if not os.path.exists(path):
+        raise UserError(f"no SavedModel from `yt8m-keras export` in {model_path} (no assets.extra/recipe.yaml)")
+    with open(path) as f:
+        task = (yaml.safe_load(f) or {}).get("task")
+    return {"cdiscount": "products", "yt8m_segment": "segments", "yt8m_video": "videos"}.get(task, "products")
 
 
 def _quickstart(args) -> None:
     """sample -> convert -> train (tiny) -> export -> evaluate -> predict, on CPU in minutes."""
+    if args.recipe == "yt8m":
+        return _quickstart_yt8m(args.workdir)
     from yt8m_keras.export import export
     from yt8m_keras.predict import evaluate, predict
     from yt8m_keras.recipes import load_recipe
@@ -222,6 +270,49 @@ def _quickstart(args) -> None:
     print(f"[6/6] predict the test split with the SavedModel -> {submission}")
     products = predict(path, data, submission)
     print(f"\nexported model: {path}\nsubmission: {submission} ({products} products)")
+
+
+def _quickstart_yt8m(workdir: str) -> None:
+    """sample -> convert -> pretrain NeXtVLAD -> fine-tune segments -> evaluate -> export -> predict."""
+    from yt8m_keras import yt8m_predict
+    from yt8m_keras.export import export
+    from yt8m_keras.recipes import load_recipe
+    from yt8m_keras.sample import yt8m
+    from yt8m_keras.train import load_trained, train
+    from yt8m_keras.yt8m_metrics import ranked_segment_map_at_k
+    from yt8m_keras.segment_topk import read_segment_submission
+
+    raw, data, video_dir, segment_dir, exports = (
+        os.path.join(workdir, d) for d in ("yt8m_raw", "yt8m_data", "yt8m_video", "yt8m_segment", "yt8m_export"))
+    print(f"[1/7] sample YouTube-8M frame-level records -> {raw}")
+    paths = yt8m.write_sample(raw, videos=QUICKSTART_VIDEOS, seed=0)
+    print(f"[2/7] convert with Beam, keeping the segment vocabulary -> {data}")
+    manifest, summary = convert("frames", [
+        "--input", paths["train"], "--input", paths["validate"], "--input", paths["test"],
+        "--vocabulary", paths["segment_vocabulary"], "--classes", paths["vocabulary"],
+        "--output", data, "--overwrite"])
+    print(summary(manifest, data))
+    for directory in (video_dir, segment_dir):
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)  # a fresh run: the data were just rewritten
+    print(f"[3/7] pretrain yt8m_nextvlad:tiny at video level -> {video_dir}")
+    train(load_recipe("yt8m_nextvlad:tiny"), data, video_dir, verbose=2)
+    print(f"[4/7] fine-tune yt8m_segment_agnostic:tiny on rated segments -> {segment_dir}")
+    train(load_recipe("yt8m_segment_agnostic:tiny", [f"model.args.pretrained={video_dir}"]), data, segment_dir,
+          verbose=2)
+    print("[5/7] evaluate on held-out validate videos")
+    print(yt8m_predict.evaluate(video_dir, data)["text"].replace("segment MAP", "pretrained: segment MAP"))
+    print(yt8m_predict.evaluate(segment_dir, data)["text"].replace("segment MAP", "fine-tuned: segment MAP"))
+    print(f"[6/7] export -> {exports}")
+    video_model, segment_model = export(video_dir, exports, name="yt8m_video"), export(segment_dir, exports)
+    submission = os.path.join(workdir, "yt8m_segments.csv")
+    print(f"[7/7] predict every test segment, averaging both exported models -> {submission}")
+    yt8m_predict.predict_segments([segment_model, video_model], data, submission)
+    truth = read_segment_submission(paths["test_segments_truth"])
+    ranked = read_segment_submission(submission)
+    score = ranked_segment_map_at_k(ranked, {label: set(keys) for label, keys in truth.items()})
+    print(f"\nsubmission MAP@100,000 against the sample's hidden test truth: {score:.4f}")
+    print(f"exported models: {segment_model}, {video_model}\nsubmission: {submission}")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -266,13 +266,22 @@ def save_recipe(model_dir: str, recipe: Recipe) -> None:
         yaml.safe_dump(recipe.to_dict(), f, sort_keys=False)
 
 
-def load_trained(model_dir: str):
-    """(recipe, classes, model with its best weights) from a training run's directory."""
+def _read_recipe(model_dir: str) -> Recipe:
     path = os.path.join(model_dir, RECIPE_FILE)
     if not tf.io.gfile.exists(path):
         raise UserError(f"no {RECIPE_FILE} in {model_dir}: is it a directory written by `yt8m-keras train`?")
     with tf.io.gfile.GFile(path) as f:
-        recipe = recipe_from_dict(yaml.safe_load(f))
+        return recipe_from_dict(yaml.safe_load(f))
+
+
+def trained_task(model_dir: str) -> str:
+    """The task a training run's directory was trained for."""
+    return _read_recipe(model_dir).task
+
+
+def load_trained(model_dir: str):
+    """(recipe, classes, model with its best weights) from a training run's directory."""
+    recipe = _read_recipe(model_dir)
     classes = read_classes(model_dir)
     model = get_task(recipe.task).build_model(recipe, len(classes))
     for name in (BEST_WEIGHTS, FINAL_WEIGHTS):
