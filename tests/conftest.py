@@ -62,3 +62,39 @@ def exported(trained_run, tmp_path_factory):
     from yt8m_keras.export import export
 
     return export(trained_run[0], str(tmp_path_factory.mktemp("export")))
+
+
+YT8M_TINY = ["data.max_frames=48", "training.batch_size=8", "training.steps_per_epoch=3", "training.epochs=2",
+             "training.backup_every_steps=2", "data.shuffle_buffer=64"]
+
+
+@pytest.fixture(scope="session")
+def yt8m_data(tmp_path_factory):
+    """Sample YouTube-8M records converted to the segment vocabulary: (data_dir, raw paths)."""
+    from beam_jobs import frames_to_tfrecords
+    from yt8m_keras.sample import yt8m
+
+    raw = yt8m.write_sample(str(tmp_path_factory.mktemp("yt8m_raw")), videos=120, classes=8, segment_classes=4,
+                            seed=0, min_frames=20, max_frames=45)
+    out = str(tmp_path_factory.mktemp("yt8m_data"))
+    frames_to_tfrecords.run(["--input", raw["train"], "--input", raw["validate"], "--input", raw["test"],
+                             "--vocabulary", raw["segment_vocabulary"], "--output", out, "--overwrite",
+                             *BEAM_TEST_ARGS])
+    return out, raw
+
+
+@pytest.fixture(scope="session")
+def yt8m_tiny():
+    """`--set` overrides that make the yt8m tiny recipes tinier."""
+    return tuple(YT8M_TINY)
+
+
+@pytest.fixture(scope="session")
+def yt8m_pretrained(yt8m_data, tmp_path_factory):
+    """A tiny NeXtVLAD video-level run on the sample: its model directory."""
+    from yt8m_keras.recipes import load_recipe
+    from yt8m_keras.train import train
+
+    model_dir = str(tmp_path_factory.mktemp("yt8m_video"))
+    train(load_recipe("yt8m_nextvlad:tiny", YT8M_TINY), yt8m_data[0], model_dir, verbose=0)
+    return model_dir
