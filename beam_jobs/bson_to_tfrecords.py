@@ -15,7 +15,6 @@ test. Reading twice is cheaper than shuffling the images to wherever the split
 is decided, locally and on Dataflow alike.
 """
 
-import json
 import sys
 from typing import Dict, List, NamedTuple, Optional
 
@@ -29,7 +28,7 @@ from beam_jobs import common
 from beam_jobs.bson_index import build_index, file_size, iter_documents, read_range, split_ranges
 from beam_jobs.cdiscount_products import (Product, classes_rows, decode_product, product_id_of,
                                           read_categories, split_rank, validation_count)
-from tfrecords import ArgumentParser, UserError, cdiscount_product, run_main
+from tfrecords import ArgumentParser, UserError, cdiscount_product
 from tfrecords.manifest import COMPRESSIONS, join, write_classes
 
 NAMESPACE = "bson_to_tfrecords"
@@ -252,7 +251,7 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.bson_
         shards = ranges | "Write" >> WriteShards(args.output, stats, args.seed, args.compression, known)
         tail_rejections = p | "CorruptTails" >> beam.Create(tails)
         all_rejected = ((rejected, tail_rejections) | "AllRejected" >> beam.Flatten()
-                        | "CountRejected" >> beam.Map(_count_rejected))
+                        | "CountRejected" >> beam.Map(common.CountAs(NAMESPACE, "rejected")))
         _ = all_rejected | "WriteRejected" >> common.WriteReport(args.output, "rejected")
         _ = shards | "WriteShardList" >> common.WriteReport(args.output, "shards")
         _ = (stats | "StatsToDict" >> beam.MapTuple(lambda c, s: {"category_id": c, **s._asdict()})
@@ -275,15 +274,10 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.bson_
                            common.read_report(args.output, "rejected"), args.compression)
 
 
-def _count_rejected(record: Dict) -> Dict:
-    Metrics.counter(NAMESPACE, "rejected").inc()
-    return record
-
-
 def main(argv=None) -> None:
     manifest = run(argv)
     print(common.summary(manifest))
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(common.run_installed("beam_jobs.bson_to_tfrecords"))

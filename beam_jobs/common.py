@@ -7,6 +7,7 @@ dead letters into `rejected.jsonl`, writes the manifest and removes `_tmp/`. A
 reader never sees a half-converted directory as finished: the manifest comes last.
 """
 
+import importlib
 import json
 import os
 import shlex
@@ -16,7 +17,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from tfrecords import UserError
+from apache_beam.metrics import Metrics
+
+from tfrecords import UserError, run_main
 from tfrecords.manifest import MANIFEST, REJECTED, join, shard_name, write_manifest
 
 TMP = "_tmp"
@@ -125,3 +128,23 @@ def summary(manifest: Dict, output: Optional[str] = None) -> str:
         lines.append(f"  {split:<8} {info['records']:>9} records in {len(info['shards'])} shards")
     lines.append(f"  manifest {MANIFEST}")
     return "\n".join(lines)
+
+
+class CountAs:
+    """A pass-through Map function that increments a Beam counter (shown on Dataflow)."""
+
+    def __init__(self, namespace: str, name: str):
+        self._counter = Metrics.counter(namespace, name)
+
+    def __call__(self, element):
+        self._counter.inc()
+        return element
+
+
+def run_installed(module: str) -> int:
+    """`python -m beam_jobs.JOB`: runs the installed module's `main`, not `__main__`'s.
+
+    Run as a script, the job's DoFns would be classes of `__main__`, which Dataflow
+    workers cannot import; the installed module's copies pickle by their real name.
+    """
+    return run_main(importlib.import_module(module).main)

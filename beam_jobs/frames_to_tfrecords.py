@@ -43,7 +43,7 @@ from beam_jobs import common
 from beam_jobs.yt8m_frames import (FILTERED, FORMATS, REJECTED, InputFile, Invalid, LabelRule, Outcome,
                                    ShardGroup, auto_split, classes_rows, convert_record, plan_groups,
                                    read_index_csv, read_records)
-from tfrecords import ArgumentParser, UserError, run_main, yt8m_frame
+from tfrecords import ArgumentParser, UserError, yt8m_frame
 from tfrecords.manifest import COMPRESSIONS, write_classes
 
 NAMESPACE = "frames_to_tfrecords"
@@ -224,7 +224,7 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.frame
         reports, rejected = (p | "Groups" >> beam.Create(groups, reshuffle=False) | "Spread" >> beam.Reshuffle()
                              | "Convert" >> ConvertGroups(args.output, args.format, label_rule(vocabulary, classes),
                                                           args.compression))
-        _ = (rejected | "CountRejected" >> beam.Map(_count_rejected)
+        _ = (rejected | "CountRejected" >> beam.Map(common.CountAs(NAMESPACE, "rejected"))
              | "WriteRejected" >> common.WriteReport(args.output, "rejected"))
         _ = reports | "WriteGroups" >> common.WriteReport(args.output, "groups")
 
@@ -248,19 +248,10 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.frame
                            args.compression, split_order=SPLIT_ORDER)
 
 
-def _count_rejected(record: Dict) -> Dict:
-    Metrics.counter(NAMESPACE, "rejected").inc()
-    return record
-
-
 def main(argv=None) -> None:
     manifest = run(argv)
     print(common.summary(manifest))
 
 
 if __name__ == "__main__":
-    # Run the installed module's copy, so the DoFns pickle as beam_jobs.frames_to_tfrecords.*
-    # (importable on Dataflow workers), not as classes of __main__.
-    from beam_jobs.frames_to_tfrecords import main as installed_main
-
-    sys.exit(run_main(installed_main))
+    sys.exit(common.run_installed("beam_jobs.frames_to_tfrecords"))

@@ -234,7 +234,7 @@ def _exported_task(model_path: str) -> str:
 
     path = os.path.join(model_path, "assets.extra", "recipe.yaml")
     if not os.path.exists(path):
-        raise UserError(f"no SavedModel from `yt8m-keras export` in {model_path} (no assets.extra/recipe.yaml)")
+        raise UserError(f"no SavedModel in {model_path} (expected BASE/NAME/VERSION from `yt8m-keras export`)")
     with open(path) as f:
         task = (yaml.safe_load(f) or {}).get("task")
     return {"cdiscount": "products", "yt8m_segment": "segments", "yt8m_video": "videos"}.get(task, "products")
@@ -278,7 +278,7 @@ def _quickstart_yt8m(workdir: str) -> None:
     from yt8m_keras.export import export
     from yt8m_keras.recipes import load_recipe
     from yt8m_keras.sample import yt8m
-    from yt8m_keras.train import load_trained, train
+    from yt8m_keras.train import train
     from yt8m_keras.yt8m_metrics import ranked_segment_map_at_k
     from yt8m_keras.segment_topk import read_segment_submission
 
@@ -307,11 +307,14 @@ def _quickstart_yt8m(workdir: str) -> None:
     video_model, segment_model = export(video_dir, exports, name="yt8m_video"), export(segment_dir, exports)
     submission = os.path.join(workdir, "yt8m_segments.csv")
     print(f"[7/7] predict every test segment, averaging both exported models -> {submission}")
-    yt8m_predict.predict_segments([segment_model, video_model], data, submission)
+    segments = yt8m_predict.predict_segments([segment_model, video_model], data, submission)
     truth = read_segment_submission(paths["test_segments_truth"])
     ranked = read_segment_submission(submission)
     score = ranked_segment_map_at_k(ranked, {label: set(keys) for label, keys in truth.items()})
-    print(f"\nsubmission MAP@100,000 against the sample's hidden test truth: {score:.4f}")
+    # A random ranking's expected AP is about the share of positives among the segments.
+    chance = sum(len(keys) for keys in truth.values() if keys) / (segments * sum(1 for k in truth.values() if k))
+    print(f"\nsubmission MAP@100,000 against the sample's hidden test truth: {score:.4f} "
+          f"(a random ranking: about {chance:.4f})")
     print(f"exported models: {segment_model}, {video_model}\nsubmission: {submission}")
 
 

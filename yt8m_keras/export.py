@@ -12,7 +12,6 @@ name first, and TF Serving ignores names that are not numbers.
 """
 
 import os
-import shutil
 from typing import Dict, Optional
 
 import numpy as np
@@ -21,7 +20,7 @@ import tensorflow as tf
 from tfrecords import UserError
 from tfrecords.manifest import write_classes
 from yt8m_keras.tasks import get_task
-from yt8m_keras.train import RECIPE_FILE, load_trained, save_recipe
+from yt8m_keras.train import load_trained, save_recipe
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 

@@ -14,7 +14,7 @@ so batch prediction runs exactly what TF Serving serves, and writes Kaggle's
 import csv
 import os
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict
 
 import numpy as np
 import tensorflow as tf
@@ -38,7 +38,6 @@ def image_predictions(predict: Callable, data_dir: str, split: str, image_size: 
     """
     ids, labels, index, probs, tta_probs = [], [], [], [], []
     images_seen = 0
-    total = None
     for batch in product_dataset(data_dir, split, batch_size=batch_size, image_size=image_size):
         counts = batch[kind.NUM_IMAGES].numpy()
         mask = tf.sequence_mask(counts, kind.MAX_IMAGES)

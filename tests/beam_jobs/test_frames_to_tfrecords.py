@@ -277,7 +277,7 @@ def test_shards_are_contiguous_gzip_and_deterministic(tmp_path):
             "--compression", "gzip", *BEAM]
 
     manifest = job.run(args + ["--output", str(tmp_path / "a")])
-    again = job.run(args + ["--output", str(tmp_path / "b")])
+    job.run(args + ["--output", str(tmp_path / "b")])
 
     assert manifest["splits"]["train"]["shards"] == [f"train-0000{i}-of-00002.tfrecord.gz" for i in range(2)]
     assert manifest["splits"]["validate"]["shards"] == ["validate-00000-of-00001.tfrecord.gz"]

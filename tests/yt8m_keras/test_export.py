@@ -1,6 +1,5 @@
 import os
 import subprocess
-import sys
 
 import bson
 import numpy as np

@@ -20,12 +20,10 @@ import keras
 from keras import layers, ops
 
 from yt8m_keras.models.frame_sampling import FrameSampler
-from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, ContextGating, MixtureOfExperts
+from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, ContextGating, moe_head
 
 RGB_SIZE = 1024
 AUDIO_SIZE = 128
-EMBEDDING_NAME = "embedding"
-OUTPUT_NAME = "predictions"
 
 POOLING_METHODS = ("max", "average", "average_max")
 
@@ -106,20 +104,6 @@ def _frames(rgb, audio, mask, num_frames, seed):
             [rgb, audio], mask
         )
     return layers.Concatenate(name="frame_features")([rgb, audio]), mask
-
-
-def _moe_head(x, num_classes, num_experts, gating, per_class_gates, l2_penalty, momentum):
-    x = layers.Identity(name=EMBEDDING_NAME)(x)
-    return MixtureOfExperts(
-        num_classes,
-        num_experts=num_experts,
-        gating=gating,
-        per_class_gates=per_class_gates,
-        l2_penalty=l2_penalty,
-        batch_norm_momentum=momentum,
-        dtype="float32",
-        name=OUTPUT_NAME,
-    )(x)
 
 
 def build_dbof_video_model(
@@ -210,7 +194,7 @@ def build_dbof_video_model(
     if add_batch_norm:
         x = layers.BatchNormalization(momentum=batch_norm_momentum, name="hidden_bn")(x)
     x = layers.Activation("relu6", name="hidden_relu6")(x)
-    predictions = _moe_head(
+    predictions = moe_head(
         x, num_classes, num_experts, gating, per_class_gates, l2_penalty, batch_norm_momentum
     )
     return keras.Model({"rgb": rgb, "audio": audio, "mask": mask}, predictions, name=name)
@@ -315,7 +299,7 @@ def build_gated_dbof_video_model(
             batch_norm_momentum=batch_norm_momentum,
             name="video_context_gating",
         )(x)
-    predictions = _moe_head(
+    predictions = moe_head(
         x, num_classes, num_experts, gating, per_class_gates, l2_penalty, batch_norm_momentum
     )
     return keras.Model({"rgb": rgb, "audio": audio, "mask": mask}, predictions, name=name)

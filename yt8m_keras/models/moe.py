@@ -240,3 +240,25 @@ class MixtureOfExperts(layers.Layer):
             batch_norm_momentum=self.batch_norm_momentum,
         )
         return config
+
+
+# The layer names every YouTube-8M video and segment model shares: `segment.py` finds a
+# pretrained model's video embedding by name.
+EMBEDDING_NAME = "embedding"
+OUTPUT_NAME = "predictions"
+
+
+def moe_head(x, num_classes, num_experts, gating, per_class_gates, l2_penalty, batch_norm_momentum):
+    """The classifier every video/segment model ends with: `embedding` (identity) then a
+    float32 `MixtureOfExperts` named `predictions`."""
+    x = layers.Identity(name=EMBEDDING_NAME)(x)
+    return MixtureOfExperts(
+        num_classes,
+        num_experts=num_experts,
+        gating=gating,
+        per_class_gates=per_class_gates,
+        l2_penalty=l2_penalty,
+        batch_norm_momentum=batch_norm_momentum,
+        dtype="float32",
+        name=OUTPUT_NAME,
+    )(x)

@@ -18,15 +18,13 @@ import keras
 from keras import layers, ops
 
 from yt8m_keras.models.frame_sampling import FrameSampler
-from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, ContextGating, MixtureOfExperts
+from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, ContextGating, moe_head
 
 RGB_SIZE = 1024
 AUDIO_SIZE = 128
 
 # Name of the identity layer whose output is the pre-classifier video embedding; see
 # `segment.video_embedding_model`.
-EMBEDDING_NAME = "embedding"
-OUTPUT_NAME = "predictions"
 
 
 @keras.saving.register_keras_serializable(package="yt8m_keras")
@@ -338,15 +336,6 @@ def build_nextvlad_video_model(
             batch_norm_momentum=batch_norm_momentum,
             name="context_gating",
         )(x)
-    x = layers.Identity(name=EMBEDDING_NAME)(x)
-    predictions = MixtureOfExperts(
-        num_classes,
-        num_experts=num_experts,
-        gating=gating,
-        per_class_gates=per_class_gates,
-        l2_penalty=l2_penalty,
-        batch_norm_momentum=batch_norm_momentum,
-        dtype="float32",
-        name=OUTPUT_NAME,
-    )(x)
+    predictions = moe_head(x, num_classes, num_experts, gating, per_class_gates, l2_penalty,
+                           batch_norm_momentum)
     return keras.Model({"rgb": rgb, "audio": audio, "mask": mask}, predictions, name=name)

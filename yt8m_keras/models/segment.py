@@ -23,7 +23,7 @@ import copy
 import keras
 from keras import layers
 
-from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, ContextGating, MixtureOfExperts
+from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, EMBEDDING_NAME, OUTPUT_NAME, ContextGating, moe_head
 
 # The encoders nest layers from these modules; importing them registers those layers with
 # Keras serialization, so `keras.saving.load_model` of a segment model only needs this one.
@@ -36,9 +36,6 @@ AUDIO_SIZE = 128
 VIDEO_INPUT_NAMES = ("rgb", "audio", "mask")
 SEGMENT_INPUT_NAMES = ("segment_rgb", "segment_audio", "segment_mask")
 
-# The builders in nextvlad.py and dbof.py name their pre-classifier embedding this.
-EMBEDDING_NAME = "embedding"
-OUTPUT_NAME = "predictions"
 VIDEO_ENCODER_NAME = "video_encoder"
 SEGMENT_ENCODER_NAME = "segment_encoder"
 # Layers of an encoder copied by `clone_encoder` get this prefix, so their variables'
@@ -367,17 +364,8 @@ def build_context_aware_segment_model(
             batch_norm_momentum=batch_norm_momentum,
             name="head_context_gating",
         )(x)
-    x = layers.Identity(name=EMBEDDING_NAME)(x)
-    predictions = MixtureOfExperts(
-        num_classes,
-        num_experts=num_experts,
-        gating=gating,
-        per_class_gates=per_class_gates,
-        l2_penalty=l2_penalty,
-        batch_norm_momentum=batch_norm_momentum,
-        dtype="float32",
-        name=OUTPUT_NAME,
-    )(x)
+    predictions = moe_head(x, num_classes, num_experts, gating, per_class_gates, l2_penalty,
+                           batch_norm_momentum)
     return keras.Model(inputs, predictions, name=name)
 
 

@@ -76,7 +76,7 @@ def test_decode_resizes_real_jpeg(cdiscount_data):
 
 def test_product_stream_keeps_products_whole(cdiscount_data):
     out, manifest = cdiscount_data
-    ids, count = [], 0
+    ids = []
     for batch in product_dataset(out, "test", batch_size=7, image_size=SIZE):
         n = batch["num_images"].numpy()
         images = batch["images"].numpy()
