@@ -82,7 +82,7 @@ def test_product_stream_keeps_products_whole(cdiscount_data):
         images = batch["images"].numpy()
         assert images.shape[1:] == (4, SIZE, SIZE, 3)
         for i, k in enumerate(n):
-            assert 1 <= k <= 4
+            assert k in range(1, 5)
             assert images[i, :k].max() > 0 and not images[i, k:].any()  # padding after the real images
         assert (batch["label"].numpy() == -1).all()
         ids += batch["product_id"].numpy().tolist()
