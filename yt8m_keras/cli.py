@@ -75,7 +75,8 @@ def _add_export(subparsers) -> None:
 
 
 def _add_evaluate(subparsers) -> None:
-    parser = subparsers.add_parser("evaluate", help="top-1 per combination rule, with and without TTA")
+    parser = subparsers.add_parser("evaluate", help="Cdiscount: top-1 per combination rule, with and without TTA; "
+                                   "YouTube-8M: GAP@20, Hit@1, PERR, mAP, segment MAP@K")
     parser.add_argument("--model-dir", required=True, help="a directory written by `train`")
     parser.add_argument("--data", required=True, help="a directory written by `convert`")
     parser.add_argument("--split", default="val")
@@ -112,24 +113,24 @@ def _add_quickstart(subparsers) -> None:
     parser.set_defaults(handler=_quickstart)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= minimum, with a message that says so."""
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def build_parser() -> ArgumentParser:
