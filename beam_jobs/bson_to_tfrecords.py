@@ -274,10 +274,5 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.bson_
                            common.read_report(args.output, "rejected"), args.compression)
 
 
-def main(argv=None) -> None:
-    manifest = run(argv)
-    print(common.summary(manifest))
-
-
 if __name__ == "__main__":
     sys.exit(common.run_installed("beam_jobs.bson_to_tfrecords"))

@@ -142,9 +142,10 @@ class CountAs:
 
 
 def run_installed(module: str) -> int:
-    """`python -m beam_jobs.JOB`: runs the installed module's `main`, not `__main__`'s.
+    """`python -m beam_jobs.JOB`: runs the installed module's `run` and prints the summary.
 
     Run as a script, the job's DoFns would be classes of `__main__`, which Dataflow
     workers cannot import; the installed module's copies pickle by their real name.
     """
-    return run_main(importlib.import_module(module).main)
+    job = importlib.import_module(module)
+    return run_main(lambda argv: print(summary(job.run(argv))))

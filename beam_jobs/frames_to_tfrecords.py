@@ -248,10 +248,5 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.frame
                            args.compression, split_order=SPLIT_ORDER)
 
 
-def main(argv=None) -> None:
-    manifest = run(argv)
-    print(common.summary(manifest))
-
-
 if __name__ == "__main__":
     sys.exit(common.run_installed("beam_jobs.frames_to_tfrecords"))

@@ -97,7 +97,6 @@ def evaluate(model_dir: str, data_dir: str, tta: int = 0, split: str = "val", ba
     from yt8m_keras.train import load_trained
 
     recipe, classes, model = load_trained(model_dir)
-    table = {}
     predictions = image_predictions(lambda x: model.predict_on_batch(x), data_dir, split, recipe.data.image_size,
                                     tta=tta, seed=recipe.training.seed, batch_size=batch_size, progress=True)
     if (predictions["label"] < 0).any():

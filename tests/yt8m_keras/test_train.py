@@ -3,26 +3,15 @@ import subprocess
 import sys
 import textwrap
 
-import h5py
 import keras
 import numpy as np
 import pytest
+from preemption import Preempted, preempt_after, weights_file_arrays
 
 from tfrecords import UserError
 from yt8m_keras import train as trainer
 from yt8m_keras.recipes import load_recipe
 
-
-
-class Preempted(Exception):
-    pass
-
-
-def _h5_arrays(path):
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return arrays
 
 
 def test_training_run_directory(trained_run):
@@ -42,22 +31,15 @@ def test_resume_mid_epoch_and_mid_accumulation_is_exact(cdiscount_data, tiny_tra
     assert recipe.training.accumulation_steps == 2
     trainer.train(recipe, data, str(tmp_path / "whole"), verbose=0)
 
-    original = trainer.Backup.on_train_batch_end
-
-    def preempt_after_step_3(self, batch, logs=None):
-        original(self, batch, logs)
-        if self.step == 3:
-            raise Preempted()
-
-    monkeypatch.setattr(trainer.Backup, "on_train_batch_end", preempt_after_step_3)
+    preempt_after(monkeypatch, 3)
     with pytest.raises(Preempted):
         trainer.train(recipe, data, str(tmp_path / "cut"), verbose=0)
     monkeypatch.undo()
     resumed = trainer.train(recipe, data, str(tmp_path / "cut"), verbose=0)
     assert resumed["step"] == recipe.training.epochs * recipe.training.steps_per_epoch
 
-    whole = _h5_arrays(tmp_path / "whole" / "final.weights.h5")
-    cut = _h5_arrays(tmp_path / "cut" / "final.weights.h5")
+    whole = weights_file_arrays(tmp_path / "whole" / "final.weights.h5")
+    cut = weights_file_arrays(tmp_path / "cut" / "final.weights.h5")
     assert whole.keys() == cut.keys()
     for name in whole:  # weights, Adam moments, accumulators, counters
         np.testing.assert_allclose(cut[name], whole[name], rtol=0, atol=1e-6, err_msg=name)

@@ -2,9 +2,9 @@
 
 import csv
 
-import h5py
 import numpy as np
 import pytest
+from preemption import Preempted, preempt_after, weights_file_arrays
 import tensorflow as tf
 
 from tfrecords import UserError
@@ -15,17 +15,6 @@ from yt8m_keras.cli import main
 from yt8m_keras.export import export
 from yt8m_keras.recipes import load_recipe
 from yt8m_keras.segment_topk import read_segment_submission, read_video_submission
-
-
-class Preempted(Exception):
-    pass
-
-
-def _h5(path):
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda n, o: arrays.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-    return arrays
 
 
 def _records(data_dir, split, n):
@@ -53,19 +42,13 @@ def test_pretraining_resume_is_exact(yt8m_data, yt8m_tiny, tmp_path, monkeypatch
     # Frames are sampled at random in training: the sampler's seed state must survive too.
     recipe = load_recipe("yt8m_nextvlad:tiny", [*yt8m_tiny, "training.backup_every_steps=2"])
     trainer.train(recipe, yt8m_data[0], str(tmp_path / "whole"), verbose=0)
-    original = trainer.Backup.on_train_batch_end
-
-    def preempt(self, batch, logs=None):
-        original(self, batch, logs)
-        if self.step == 2:
-            raise Preempted()
-
-    monkeypatch.setattr(trainer.Backup, "on_train_batch_end", preempt)
+    preempt_after(monkeypatch, 2)
     with pytest.raises(Preempted):
         trainer.train(recipe, yt8m_data[0], str(tmp_path / "cut"), verbose=0)
     monkeypatch.undo()
     trainer.train(recipe, yt8m_data[0], str(tmp_path / "cut"), verbose=0)
-    whole, cut = _h5(tmp_path / "whole" / "final.weights.h5"), _h5(tmp_path / "cut" / "final.weights.h5")
+    whole = weights_file_arrays(tmp_path / "whole" / "final.weights.h5")
+    cut = weights_file_arrays(tmp_path / "cut" / "final.weights.h5")
     for name in whole:
         np.testing.assert_allclose(cut[name], whole[name], rtol=0, atol=1e-6, err_msg=name)
 

@@ -19,11 +19,9 @@ norms on frames use masked statistics in training, so padding never changes pred
 import keras
 from keras import layers, ops
 
-from yt8m_keras.models.frame_sampling import FrameSampler
+from yt8m_keras.models.frame_sampling import FrameSampler, frame_inputs
 from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, ContextGating, moe_head
 
-RGB_SIZE = 1024
-AUDIO_SIZE = 128
 
 POOLING_METHODS = ("max", "average", "average_max")
 
@@ -88,13 +86,6 @@ class FramePooling(layers.Layer):
         config = super().get_config()
         config.update(method=self.method)
         return config
-
-
-def _video_inputs():
-    rgb = keras.Input(shape=(None, RGB_SIZE), dtype="float32", name="rgb")
-    audio = keras.Input(shape=(None, AUDIO_SIZE), dtype="float32", name="audio")
-    mask = keras.Input(shape=(None,), dtype="float32", name="mask")
-    return rgb, audio, mask
 
 
 def _frames(rgb, audio, mask, num_frames, seed):
@@ -169,7 +160,7 @@ def build_dbof_video_model(
     probabilities = model.predict(batch)  # (2, 5)
     ```
     """
-    rgb, audio, mask = _video_inputs()
+    rgb, audio, mask = frame_inputs().values()
     frames, frame_mask = _frames(rgb, audio, mask, num_frames, seed)
     if add_batch_norm:
         frames = layers.BatchNormalization(momentum=batch_norm_momentum, name="input_bn")(
@@ -270,7 +261,7 @@ def build_gated_dbof_video_model(
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
-    rgb, audio, mask = _video_inputs()
+    rgb, audio, mask = frame_inputs().values()
     frames, frame_mask = _frames(rgb, audio, mask, num_frames, seed)
     x = layers.Dense(
         cluster_size, activation="relu", kernel_initializer="he_normal", name="frame_projection"

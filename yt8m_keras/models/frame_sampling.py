@@ -11,6 +11,24 @@ import keras
 from keras import layers, ops
 
 
+RGB_SIZE = 1024
+AUDIO_SIZE = 128
+FRAME_INPUT_NAMES = ("rgb", "audio", "mask")
+
+
+def frame_inputs(prefix=""):
+    """`keras.Input`s for frames: `{prefix}rgb` [B, T, 1024], `{prefix}audio` [B, T, 128] and
+    `{prefix}mask` [B, T] (1 for real frames), as a dict keyed by input name.
+
+    Every YouTube-8M model takes these (segment models twice: `segment_` and no prefix).
+    """
+    return {
+        prefix + "rgb": keras.Input(shape=(None, RGB_SIZE), dtype="float32", name=prefix + "rgb"),
+        prefix + "audio": keras.Input(shape=(None, AUDIO_SIZE), dtype="float32", name=prefix + "audio"),
+        prefix + "mask": keras.Input(shape=(None,), dtype="float32", name=prefix + "mask"),
+    }
+
+
 @keras.saving.register_keras_serializable(package="yt8m_keras")
 class FrameSampler(layers.Layer):
     """Samples `num_samples` frames per video among the frames where `mask` is 1.

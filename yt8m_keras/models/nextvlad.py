@@ -17,11 +17,9 @@ half the clusters and groups, as in linrongc's code). The 7th place used 64 clus
 import keras
 from keras import layers, ops
 
-from yt8m_keras.models.frame_sampling import FrameSampler
+from yt8m_keras.models.frame_sampling import FrameSampler, frame_inputs
 from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, ContextGating, moe_head
 
-RGB_SIZE = 1024
-AUDIO_SIZE = 128
 
 # Name of the identity layer whose output is the pre-classifier video embedding; see
 # `segment.video_embedding_model`.
@@ -296,9 +294,7 @@ def build_nextvlad_video_model(
         raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
     if hidden_size < 1:
         raise ValueError(f"hidden_size must be >= 1, got {hidden_size}.")
-    rgb = keras.Input(shape=(None, RGB_SIZE), dtype="float32", name="rgb")
-    audio = keras.Input(shape=(None, AUDIO_SIZE), dtype="float32", name="audio")
-    mask = keras.Input(shape=(None,), dtype="float32", name="mask")
+    rgb, audio, mask = frame_inputs().values()
 
     rgb_frames, audio_frames, frame_mask = rgb, audio, mask
     if num_frames is not None:

@@ -30,10 +30,9 @@ from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, EMBEDDING_NAME, OUTPUT_NAM
 from yt8m_keras.models import dbof as _dbof  # noqa: F401
 from yt8m_keras.models import frame_sampling as _frame_sampling  # noqa: F401
 from yt8m_keras.models import nextvlad as _nextvlad  # noqa: F401
+from yt8m_keras.models.frame_sampling import FRAME_INPUT_NAMES, frame_inputs
 
-RGB_SIZE = 1024
-AUDIO_SIZE = 128
-VIDEO_INPUT_NAMES = ("rgb", "audio", "mask")
+VIDEO_INPUT_NAMES = FRAME_INPUT_NAMES
 SEGMENT_INPUT_NAMES = ("segment_rgb", "segment_audio", "segment_mask")
 
 VIDEO_ENCODER_NAME = "video_encoder"
@@ -45,16 +44,7 @@ SEGMENT_LAYER_PREFIX = "segment_encoder_"
 
 def segment_model_inputs():
     """The six `keras.Input`s of every segment model, as a dict keyed by input name."""
-    inputs = {}
-    for prefix in ("segment_", ""):
-        inputs[prefix + "rgb"] = keras.Input(
-            shape=(None, RGB_SIZE), dtype="float32", name=prefix + "rgb"
-        )
-        inputs[prefix + "audio"] = keras.Input(
-            shape=(None, AUDIO_SIZE), dtype="float32", name=prefix + "audio"
-        )
-        inputs[prefix + "mask"] = keras.Input(shape=(None,), dtype="float32", name=prefix + "mask")
-    return inputs
+    return {**frame_inputs("segment_"), **frame_inputs()}
 
 
 def _check_video_inputs(model):

@@ -1,54 +1,11 @@
 import keras
 import numpy as np
 import pytest
+from video_samples import mean_auc, pad, random_videos, separable_videos
 
 from yt8m_keras.models.nextvlad import NeXtVLAD, build_nextvlad_video_model
 
 TINY = dict(cluster_size=4, groups=2, expansion=1, hidden_size=16, batch_norm_momentum=0.5)
-
-
-def random_videos(lengths, max_frames, seed=0):
-    """Videos of the given lengths, zero-padded to max_frames, with their masks."""
-    rng = np.random.default_rng(seed)
-    batch = len(lengths)
-    rgb = rng.uniform(-2, 2, (batch, max_frames, 1024)).astype("float32")
-    audio = rng.uniform(-2, 2, (batch, max_frames, 128)).astype("float32")
-    mask = (np.arange(max_frames)[None, :] < np.asarray(lengths)[:, None]).astype("float32")
-    return {"rgb": rgb * mask[..., None], "audio": audio * mask[..., None], "mask": mask}
-
-
-def pad(videos, extra):
-    def padded(value):
-        zeros = np.zeros(value.shape[:1] + (extra,) + value.shape[2:], value.dtype)
-        return np.concatenate([value, zeros], axis=1)
-
-    return {key: padded(value) for key, value in videos.items()}
-
-
-def separable_videos(count, num_classes, seed, frames=6):
-    """Multi-label task: class c adds a fixed +-1 pattern to every real frame."""
-    rng = np.random.default_rng(seed)
-    patterns = np.random.default_rng(123).choice([-1.0, 1.0], size=(num_classes, 1024 + 128))
-    labels = (rng.uniform(size=(count, num_classes)) < 0.5).astype("float32")
-    lengths = rng.integers(2, frames + 1, size=count)
-    mask = (np.arange(frames)[None, :] < lengths[:, None]).astype("float32")
-    features = rng.normal(0.0, 0.5, (count, frames, 1024 + 128)) + (labels @ patterns)[:, None, :]
-    features = np.clip(features, -2, 2) * mask[..., None]
-    videos = {
-        "rgb": features[..., :1024].astype("float32"),
-        "audio": features[..., 1024:].astype("float32"),
-        "mask": mask,
-    }
-    return videos, labels
-
-
-def mean_auc(labels, scores):
-    """Mean over classes of P(score of a positive > score of a negative)."""
-    aucs = []
-    for c in range(labels.shape[1]):
-        positive, negative = scores[labels[:, c] == 1, c], scores[labels[:, c] == 0, c]
-        aucs.append((positive[:, None] > negative[None, :]).mean())
-    return float(np.mean(aucs))
 
 
 def test_layer_output_is_unit_norm_descriptor():
