@@ -2,15 +2,25 @@
 
 Plain functions, shared by the Beam job and by anything that converts without Beam
 (the benchmark's single-process baseline), so both write the same records.
+
+A product is validated as deeply as training reads it: every picture is decoded
+with training's own call (`tf.io.decode_jpeg(jpeg, channels=3)`, as in
+yt8m_keras/data/augment.py), so a truncated JPEG, or `FF D8 FF` followed by junk,
+is a dead letter here rather than a crash mid-training. Decoding is most of the
+conversion's cost; one eager call per picture is the cheapest way to do it that
+we measured (a tf.function over a product's 1-4 pictures costs more per call than
+it saves, see benchmarks/convert_bson.py), and the pixels are thrown away.
 """
 
 import csv
 import hashlib
 import io
 import math
+import re
 from typing import Dict, List, NamedTuple, Optional, Union
 
 import bson
+import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 
 from tfrecords import UserError, cdiscount_product
@@ -25,8 +35,13 @@ class Product(NamedTuple):
     images: List[bytes]
 
 
-def decode_product(raw: bytes) -> Union[Product, str]:
-    """Decodes one BSON document; returns a Product, or the reason it is rejected."""
+def decode_product(raw: bytes, check_pictures: bool = True) -> Union[Product, str]:
+    """Decodes one BSON document; returns a Product, or the reason it is rejected.
+
+    Args:
+        check_pictures: decode every JPEG as training will. Only a second reading of
+            a document that already passed (the job's write pass) turns it off.
+    """
     try:
         document = bson.decode(bytes(raw))
     except Exception as e:  # bson raises several types (InvalidBSON, ValueError, ...)
@@ -48,7 +63,27 @@ def decode_product(raw: bytes) -> Union[Product, str]:
         if not isinstance(picture, bytes) or not picture.startswith(JPEG_MAGIC):
             return f"imgs[{i}].picture is not a JPEG"
         images.append(picture)
+    if check_pictures:
+        for i, picture in enumerate(images):
+            problem = jpeg_problem(picture)
+            if problem:
+                return f"imgs[{i}].picture does not decode: {problem}"
     return Product(product_id, category_id, images)
+
+
+def jpeg_problem(picture: bytes) -> Optional[str]:
+    """The decoder's message if training's JPEG decoding fails on `picture`, else None."""
+    try:
+        tf.io.decode_jpeg(picture, channels=3)
+    except tf.errors.OpError as e:
+        return _op_message(e)
+    return None
+
+
+def _op_message(error: "tf.errors.OpError") -> str:
+    """The decoder's own words, without TensorFlow's "{{function_node ...}}" and "[Op:...]" wrapping."""
+    message = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", error.message)
+    return re.sub(r"\s*\[Op:\w+\].*$", "", message, flags=re.S).strip() or type(error).__name__
 
 
 def product_id_of(raw: bytes) -> Optional[int]:
@@ -76,7 +111,11 @@ def validation_count(products: int, fraction: float) -> int:
 
 
 def read_categories(path: str) -> List[Dict]:
-    """Reads Cdiscount's category_names.csv into classes rows, sorted by category_id."""
+    """Reads Cdiscount's category_names.csv into classes rows, sorted by category_id.
+
+    A repeated category_id or a file without rows is a UserError: either would
+    silently change the class list (a duplicate's names overwritten, or no classes).
+    """
     if not FileSystems.exists(path):
         raise UserError(f"categories file not found: {path}")
     with FileSystems.open(path) as f:
@@ -84,13 +123,20 @@ def read_categories(path: str) -> List[Dict]:
         if not reader.fieldnames or "category_id" not in reader.fieldnames:
             raise UserError(f"{path} has no category_id column (columns: {reader.fieldnames})")
         names = [c for c in reader.fieldnames if c != "category_id"]
-        rows = {}
-        for line, row in enumerate(reader, start=2):
+        rows, lines = {}, {}
+        for row in reader:
+            # line_num is the physical line where the row ends, right even with quoted newlines.
+            line = reader.line_num
             try:
                 category_id = int(row["category_id"])
             except (TypeError, ValueError):
                 raise UserError(f"{path}:{line}: category_id {row['category_id']!r} is not an integer") from None
-            rows[category_id] = {n: row[n] for n in names}
+            if category_id in rows:
+                raise UserError(f"{path}:{line}: duplicate category_id {category_id} "
+                                f"(first on line {lines[category_id]})")
+            rows[category_id], lines[category_id] = {n: row[n] for n in names}, line
+    if not rows:
+        raise UserError(f"{path} has a header but no categories")
     return classes_rows(sorted(rows), rows)
 
 

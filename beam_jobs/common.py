@@ -7,15 +7,17 @@ dead letters into `rejected.jsonl`, writes the manifest and removes `_tmp/`. A
 reader never sees a half-converted directory as finished: the manifest comes last.
 """
 
+import argparse
 import importlib
 import json
 import os
 import shlex
-from typing import Dict, Iterable, List, Optional, Sequence
+import tempfile
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
 from apache_beam.metrics import Metrics
 
@@ -26,6 +28,32 @@ TMP = "_tmp"
 # The local default: in-process, and it never tries to download a runner binary
 # (DirectRunner first looks for Prism, which fails offline before falling back).
 LOCAL_RUNNER = "FnApiRunner"
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
+    """Splits `argv` into the job's flags and Beam's pipeline flags; anything else is an error.
+
+    Beam itself only logs a warning for a flag it does not know ("Discarding unparseable
+    args"), so a misspelt job flag (`--val_fraction` for `--val-fraction`) would run with
+    the default. Here it is `error: unrecognized arguments: ...`.
+    """
+    args, rest = parser.parse_known_args(list(argv))
+    unknown = unknown_pipeline_args(rest)
+    if unknown:
+        raise UserError(f"unrecognized arguments: {' '.join(unknown)}")
+    return args, rest
+
+
+def unknown_pipeline_args(pipeline_args: Sequence[str]) -> List[str]:
+    """The arguments that no Beam `PipelineOptions` class defines (as Beam itself parses them)."""
+    beam_parser = _BeamArgumentParser(allow_abbrev=False)
+    seen = set()
+    for cls in PipelineOptions.__subclasses__():
+        if str(cls) not in seen:  # Beam's own dedup: a class may be listed twice
+            seen.add(str(cls))
+            cls._add_argparse_args(beam_parser)  # pylint: disable=protected-access
+    _, unknown = beam_parser.parse_known_args(list(pipeline_args))
+    return unknown
 
 
 def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
@@ -41,20 +69,58 @@ def command_line(prog: str, argv: Sequence[str]) -> str:
 
 
 def check_inputs(paths: Iterable[str]) -> None:
+    """Every input exists and, where local, is a readable file (not a directory)."""
     for path in paths:
-        if not FileSystems.exists(path):
+        try:
+            found = FileSystems.exists(path)
+        except ValueError as e:  # a scheme without an installed filesystem
+            raise UserError(f"cannot open {path}: {e}") from None
+        if not found:
             raise UserError(f"input not found: {path}")
+        if "://" not in path:
+            if os.path.isdir(path):
+                raise UserError(f"input {path} is a directory, expected a file")
+            if not os.access(path, os.R_OK):
+                raise UserError(f"input {path} is not readable")
 
 
-def prepare_output(output: str, overwrite: bool) -> None:
-    """Creates the output directory; refuses a non-empty one unless `overwrite`."""
-    existing = [m.path for m in FileSystems.match([join(output, "*")])[0].metadata_list]
+def is_inside(path: str, directory: str) -> bool:
+    """Whether `path` lies in `directory` (or is it), local paths compared absolute and resolved."""
+    if "://" not in directory and "://" not in path:
+        path, directory = os.path.realpath(path), os.path.realpath(directory)
+    directory = directory.rstrip("/")
+    return path == directory or path.startswith(directory + "/")
+
+
+def prepare_output(output: str, overwrite: bool, inputs: Iterable[str] = ()) -> None:
+    """Creates the output directory; refuses a non-empty one unless `overwrite`.
+
+    Never deletes an input: an input inside the output directory is refused whether or
+    not `overwrite` is given. Subdirectories count as content, so a directory left by a
+    killed conversion (only `index/` and `_tmp/`) needs `--overwrite` to be started over.
+    """
+    for path in inputs:
+        if is_inside(path, output):
+            raise UserError(f"input {path} is inside the output directory {output}: "
+                            "write the output elsewhere (an input is never deleted or overwritten)")
+    if "://" in output:
+        existing = [m.path for m in FileSystems.match([join(output, "**")])[0].metadata_list]
+    else:
+        if os.path.exists(output) and not os.path.isdir(output):
+            raise UserError(f"output {output} exists and is not a directory")
+        existing = [join(output, name) for name in sorted(os.listdir(output))] if os.path.isdir(output) else []
     if existing and not overwrite:
-        raise UserError(f"output directory {output} is not empty (pass --overwrite to replace it)")
+        raise UserError(f"output directory {output} is not empty (pass --overwrite to replace it; "
+                        "a directory left by a killed conversion needs it too)")
     if existing:
         FileSystems.delete(existing)
     if "://" not in output:
-        os.makedirs(output, exist_ok=True)
+        try:
+            os.makedirs(output, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=output, prefix=".write-check-")
+            probe.close()
+        except OSError as e:
+            raise UserError(f"cannot write to output directory {output}: {e.strerror or e}") from None
 
 
 def tmp_path(output: str, name: str) -> str:

@@ -22,7 +22,21 @@ and `num_classes` is `max label + 1` over the written data, unless `--classes
 vocabulary.csv` (the official file) is given: then it is `max Index + 1`, labels outside
 the file are rejected, and converting one split alone still gives the full class count.
 `classes.csv` maps class_index to the original label id (`category_id`), with the
-official names where a file has them.
+official names where a file has them. Ids kept as class indexes are bounded by
+`MAX_LABEL_ID` (99,999; the largest YouTube-8M vocabulary has 4,716 classes): without
+`--vocabulary`, a record with a larger label or segment label is a dead letter (the
+rest of the data converts; the reason says to pass `--vocabulary`), and a `--classes`
+file listing a larger Index is an error before the pipeline starts. One stray id of
+2**40 would otherwise ask for 2**40 classes.
+
+Damaged inputs cost only the records they touch (`yt8m_frames.read_records`): a record
+whose length or data checksum fails, stray bytes, or a truncated tail is one dead letter
+for the whole damaged stretch (`offset` and `length` in bytes), and reading resumes at
+the next record whose checksums hold. A `.gz` input that is not gzip is one dead letter;
+one whose deflate stream breaks keeps every record before the break and is one dead
+letter for the rest (`length` null: deflate cannot resynchronise). A dead letter's
+`offset` is a byte offset in the input (in the uncompressed stream for `.gz`), also for
+records that are framed well but do not parse; a MediaPipe `.pb` file is offset 0.
 
 An official record that passes unchanged (no `--vocabulary`) is copied byte for byte;
 remapped and converted records are rebuilt with `yt8m_frame.encode` (deterministic bytes).
@@ -40,9 +54,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_jobs import common
-from beam_jobs.yt8m_frames import (FILTERED, FORMATS, REJECTED, InputFile, Invalid, LabelRule, Outcome,
-                                   ShardGroup, auto_split, classes_rows, convert_record, plan_groups,
-                                   read_index_csv, read_records)
+from beam_jobs.yt8m_frames import (FILTERED, FORMATS, MAX_LABEL_ID, REJECTED, Damaged, InputFile, Invalid,
+                                   LabelRule, Outcome, ShardGroup, auto_split, classes_rows, convert_record,
+                                   plan_groups, read_index_csv, read_records)
 from tfrecords import ArgumentParser, UserError, yt8m_frame
 from tfrecords.manifest import COMPRESSIONS, write_classes
 
@@ -74,12 +88,13 @@ class _ConvertGroup(beam.DoFn):
                 for offset, raw in read_records(file, self._format):
                     read += 1
                     self._read.inc()
-                    # A corrupt file ends with an Invalid: the rest of it is one dead letter.
+                    # A damaged stretch of the file (or a file that cannot be read) is one dead letter.
                     outcome = (Outcome(REJECTED, reason=str(raw)) if isinstance(raw, Invalid)
                                else convert_record(raw, self._format, self._rule))
                     if outcome.status == REJECTED:
+                        extra = {"length": raw.length} if isinstance(raw, Damaged) else {}
                         yield beam.pvalue.TaggedOutput(self.REJECTED, common.rejection(
-                            file, offset, outcome.reason, id=outcome.video_id))
+                            file, offset, outcome.reason, id=outcome.video_id, **extra))
                     elif outcome.status == FILTERED:
                         filtered += 1
                         self._filtered.inc()
@@ -130,7 +145,7 @@ class ConvertGroups(beam.PTransform):
         return result.reports, result[_ConvertGroup.REJECTED]
 
 
-def match_inputs(patterns: List[str], split: str, output: str) -> List[InputFile]:
+def match_inputs(patterns: List[str], split: str) -> List[InputFile]:
     """Expands the glob patterns (local or gs://) into sorted, distinct input files with their splits."""
     files: Dict[str, InputFile] = {}
     for pattern in patterns:
@@ -144,17 +159,8 @@ def match_inputs(patterns: List[str], split: str, output: str) -> List[InputFile
             path = metadata.path
             if "://" not in path and posixpath.isdir(path):
                 raise UserError(f"input {path} is a directory: pass a pattern like {path.rstrip('/')}/*.tfrecord")
-            if _is_inside(path, output):
-                raise UserError(f"input {path} is inside the output directory {output}")
             files[path] = InputFile(path, int(metadata.size_in_bytes), auto_split(path) if split == "auto" else split)
     return [files[p] for p in sorted(files)]
-
-
-def _is_inside(path: str, directory: str) -> bool:
-    directory = directory.rstrip("/")
-    if "://" not in directory:
-        path, directory = posixpath.abspath(path), posixpath.abspath(directory)
-    return path.startswith(directory + "/")
 
 
 def label_rule(vocabulary: Optional[Dict[int, Dict]], classes: Optional[Dict[int, Dict]]) -> LabelRule:
@@ -208,16 +214,20 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.frame
     >>> manifest["num_classes"], manifest["filtered"]
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args, pipeline_args = _parser(prog).parse_known_args(argv)
+    args, pipeline_args = common.parse_args(_parser(prog), argv)
     if args.num_shards is not None and args.num_shards < 1:
         raise UserError(f"--num-shards must be at least 1, got {args.num_shards}")
     if args.split != "auto" and not _SPLIT_NAME.match(args.split):
         raise UserError(f"--split must be auto or a name of letters, digits and _, got {args.split!r}")
-    files = match_inputs(args.input, args.split, args.output)
+    files = match_inputs(args.input, args.split)
     vocabulary = read_index_csv(args.vocabulary) if args.vocabulary else None
     classes = read_index_csv(args.classes) if args.classes else None
+    if vocabulary is None and classes is not None and max(classes) > MAX_LABEL_ID:
+        # Checked before the pipeline runs: num_classes would be max Index + 1.
+        raise UserError(f"{args.classes} lists Index {max(classes)}, above {MAX_LABEL_ID}, the largest label "
+                        "id kept as a class index: pass it as --vocabulary to renumber the labels")
     options = common.pipeline_options(pipeline_args)
-    common.prepare_output(args.output, args.overwrite)
+    common.prepare_output(args.output, args.overwrite, [f.path for f in files])
 
     groups = plan_groups(files, args.num_shards, TARGET_SHARD_BYTES)
     with beam.Pipeline(options=options) as p:

@@ -5,7 +5,8 @@ converts without Beam, so both write the same records.
 
 One input record becomes an `Outcome`: written (with the output bytes), rejected (with
 the reason, a dead letter) or filtered (dropped on purpose: no label in the requested
-vocabulary). Two input formats:
+vocabulary). Reading (`read_records`) resynchronises after damage: a damaged stretch of
+a TFRecord file is one dead letter and the records after it are kept. Two input formats:
 
 - `official`: the YouTube-8M frame-level `SequenceExample` (see `tfrecords.yt8m_frame`).
   A record that needs no change is written as the very bytes it was read as.
@@ -28,10 +29,15 @@ import csv
 import io
 import math
 import posixpath
+import re
+import struct
+import zlib
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+import google_crc32c
 import numpy as np
 import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from tfrecords import UserError, yt8m_frame
@@ -55,6 +61,12 @@ MEDIAPIPE_LABELS = "clip/label/index"
 RAW_RECORD_SUFFIX = ".pb"
 
 WRITTEN, REJECTED, FILTERED = "written", "rejected", "filtered"
+# The largest label id kept as it is (no --vocabulary). Such ids are class indexes, so
+# classes.csv and every multi-hot label get max id + 1 columns: one stray id of 2**40
+# would ask for 2**40 classes. The largest YouTube-8M vocabulary has 4,716 classes (2017;
+# 3,862 in 2018), so 100,000 classes leave ample room; larger ids need --vocabulary,
+# which renumbers them densely.
+MAX_LABEL_ID = 99_999
 # Columns of the official vocabulary.csv copied into classes.csv.
 NAME_COLUMNS = ("KnowledgeGraphId", "Name", "Vertical1")
 
@@ -76,7 +88,7 @@ class LabelRule(NamedTuple):
     remap: original label id -> class index (from `--vocabulary`); labels not in it are
         dropped and videos left without labels are filtered. None keeps labels as they are.
     known: label ids allowed when not remapping (from `--classes`); a record with another
-        label is rejected. None allows every non-negative id.
+        label is rejected. None allows every id from 0 to MAX_LABEL_ID.
     """
 
     remap: Optional[Dict[int, int]] = None
@@ -103,13 +115,55 @@ class Invalid(Exception):
 
 # --- reading ---------------------------------------------------------------------------------
 
+# Read size: big blocks keep Python's per-call cost negligible next to the bytes (a
+# frame-level record is ~0.1-1 MB) and suit object stores, which pay per request.
+READ_BLOCK = 16 << 20
+# TFRecord framing: uint64 length, uint32 masked CRC-32C of those 8 bytes, the data,
+# uint32 masked CRC-32C of the data (tensorflow/core/lib/io/record_writer.h).
+_HEADER = struct.Struct("<QI")
+_FOOTER = struct.Struct("<I")
+_FRAMING = _HEADER.size + _FOOTER.size
+# Records are protobufs, which cannot reach 2 GiB; a larger length is damage, and a real
+# length always has its top four bytes zero, which lets the resync scan skip with bytes.find.
+MAX_RECORD_BYTES = (1 << 31) - 1
+_ZERO_TOP = b"\0\0\0\0"
+# An all-zero header never checks: the masked CRC of eight zero bytes is 0x07980329, not 0.
+_ZERO_HEADER = bytes(_HEADER.size)
+_NONZERO = re.compile(b"[^\0]")
 
-def read_records(path: str, fmt: str) -> Iterator[Tuple[int, Union[bytes, Invalid]]]:
-    """Yields (record index, serialized record) of one input file.
 
-    A TFRecord file whose framing breaks (a bad checksum, a truncated tail) ends with one
-    (index, Invalid) item: the records after the break cannot be found, so the rest of the
-    file counts as one rejected record. Files ending in `.gz` are read as GZIP.
+class Damaged(Invalid):
+    """A stretch of an input that holds no readable record: one dead letter.
+
+    `length`: the bytes skipped, or None where it is unknown (the unreadable rest of a
+    broken gzip stream).
+    """
+
+    def __init__(self, reason: str, length: Optional[int]):
+        super().__init__(reason)
+        self.length = length
+
+
+def read_records(path: str, fmt: str, block_size: int = READ_BLOCK
+                 ) -> Iterator[Tuple[int, Union[bytes, Invalid]]]:
+    """Yields (byte offset, serialized record) of one input file, resynchronising after damage.
+
+    The offset is where the record's framing starts in the file (for `.gz` files, in the
+    uncompressed stream): a plain int of one meaning per file, so dead letters sort into
+    file order and `dd skip=OFFSET` finds the bytes. A MediaPipe `.pb` file is one record
+    at offset 0.
+
+    A record whose length or data checksum fails, or a truncated tail, starts a damaged
+    stretch: the reader scans on byte by byte for the next position where both the length
+    checksum and the data checksum hold, and yields the stretch as one (offset, Damaged)
+    item; every record after it is kept. The scan is linear in the file size: only a
+    position whose 12-byte header checks (1 in 2**32 by chance) costs a data checksum.
+
+    Files ending in `.gz` are gunzipped here (several members are read one after another).
+    A gzip stream cannot be resynchronised (deflate has no sync points), so one that is
+    not gzip, breaks or is cut short ends with one (offset, Damaged) item, length None,
+    after every record read before the break. A file that cannot be opened is one
+    Invalid; an I/O error while reading raises, so Beam retries the work.
     """
     if fmt == "mediapipe" and path.endswith(RAW_RECORD_SUFFIX):
         try:
@@ -118,14 +172,208 @@ def read_records(path: str, fmt: str) -> Iterator[Tuple[int, Union[bytes, Invali
         except Exception as e:  # the file vanished or cannot be read: one dead letter, not a crash
             yield 0, Invalid(f"file does not read: {type(e).__name__}: {e}")
         return
-    compression = "GZIP" if path.endswith(".gz") else ""
-    index = 0
     try:
-        for raw in tf.data.TFRecordDataset(path, compression_type=compression):
-            yield index, raw.numpy()
-            index += 1
-    except tf.errors.OpError as e:
-        yield index, Invalid(f"file is corrupt from record {index} on: {type(e).__name__}: {e.message}")
+        # UNCOMPRESSED: Beam would gunzip `.gz` itself, but its errors end the whole file.
+        f = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as e:  # the file vanished, a bucket we cannot read: one dead letter, not a crash
+        yield 0, Invalid(f"file does not open: {type(e).__name__}: {e}")
+        return
+    with f:
+        blocks = _blocks(f, block_size)
+        if path.endswith(".gz"):
+            blocks = _gunzip(blocks, block_size)
+        yield from _framed_records(blocks)
+
+
+class _StreamBroken(Exception):
+    """The (decompressed) byte stream cannot go on; the message says why."""
+
+
+def _blocks(f, size: int) -> Iterator[bytes]:
+    while True:
+        block = f.read(size)
+        if not block:
+            return
+        yield block
+
+
+def _gunzip(blocks: Iterator[bytes], out_size: int) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip stream of one or more members, at most `out_size` a piece.
+
+    Raises _StreamBroken where the stream stops making sense, after yielding every byte
+    decoded before that point.
+    """
+    member, first = None, True  # member: the current member's decompressor, None between members
+    for data in blocks:
+        if first and not data.startswith(b"\x1f\x8b"[:len(data)]):
+            raise _StreamBroken("not a gzip file (it does not start with the gzip magic bytes 1f 8b)")
+        first = False
+        while True:
+            if member is None:
+                data = data.lstrip(b"\0")  # NUL padding between members, as Python's gzip allows
+                if not data:
+                    break
+                member = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: gzip header and CRC-32 trailer
+            before = member.copy()
+            try:
+                out = member.decompress(data, out_size)  # bounded: a small block may inflate hugely
+            except zlib.error as e:
+                yield from _decoded_before_error(before, data)
+                raise _StreamBroken(f"gzip stream is corrupt: {e}") from None
+            if out:
+                yield out
+            if member.eof:
+                data, member = member.unused_data, None
+                continue
+            data = member.unconsumed_tail
+            # All input consumed and the output not cut at out_size: nothing is pending.
+            if not data and len(out) < out_size:
+                break
+    if member is not None:
+        raise _StreamBroken("gzip stream is truncated (it ends before its end marker)")
+
+
+def _decoded_before_error(member, data: bytes, step: int = 1 << 16) -> Iterator[bytes]:
+    """The bytes that `data` decodes to before the spot where it fails.
+
+    zlib drops the whole output of a call that fails, up to `out_size` bytes (all of a
+    member whose CRC-32 trailer fails, if it inflated in one call). So the failing input
+    is replayed into `member`, a copy taken before that call, in steps that shrink
+    64-fold around the failing step, down to single bytes: every byte decoded before the
+    bad spot comes out, at a few hundred copies of zlib's 32 KB state per error.
+    """
+    for i in range(0, len(data), step):
+        before = member.copy() if step > 1 else None
+        try:
+            out = member.decompress(data[i:i + step])
+        except zlib.error:
+            if before is not None:
+                yield from _decoded_before_error(before, data[i:i + step], max(1, step // 64))
+            return
+        if out:
+            yield out
+        if member.eof:
+            return
+
+
+class _Window:
+    """The bytes of a stream from offset `start` on, refilled from an iterator of blocks."""
+
+    def __init__(self, blocks: Iterator[bytes]):
+        self._blocks = blocks
+        self.data = b""
+        self.start = 0
+        self.ended = False
+        self.error: Optional[str] = None  # why the stream broke off, if it did
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+    def has(self, begin: int, end: int) -> bool:
+        """Whether bytes [begin, end) are here; reads on as needed, dropping the bytes before `begin`."""
+        if end <= self.end:
+            return True
+        if self.ended:
+            return False
+        pieces, have = [self.data[begin - self.start:]], self.end - begin
+        self.start = begin
+        while begin + have < end:
+            try:
+                block = next(self._blocks)
+            except StopIteration:
+                self.ended = True
+                break
+            except _StreamBroken as e:
+                self.ended, self.error = True, str(e)
+                break
+            pieces.append(block)
+            have += len(block)
+        self.data = b"".join(pieces)  # one join: a record spanning many blocks is copied once
+        return end <= self.end
+
+
+def _masked_crc(data: bytes) -> int:
+    # TFRecord masks CRC-32C so that a CRC of data holding CRCs stays well distributed.
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _record_at(window: _Window, pos: int) -> Tuple[Optional[bytes], Optional[str]]:
+    """(the record framed at `pos`, None), or (None, what is wrong there); (None, None) at the end."""
+    if not window.has(pos, pos + _HEADER.size):
+        left = window.end - pos
+        return None, (f"truncated: the file ends {left} bytes into a record header" if left else None)
+    i = pos - window.start
+    header = window.data[i:i + _HEADER.size]
+    length, length_crc = _HEADER.unpack(header)
+    if _masked_crc(header[:8]) != length_crc:
+        return None, "record length checksum does not match"
+    if length > MAX_RECORD_BYTES:
+        return None, f"record length {length} is over 2 GiB, protobuf's limit"
+    if not window.has(pos, pos + _FRAMING + length):
+        return None, f"truncated: the file ends {window.end - pos} bytes into a record of {_FRAMING + length}"
+    i = pos - window.start + _HEADER.size
+    data = window.data[i:i + length]
+    if _masked_crc(data) != _FOOTER.unpack_from(window.data, i + length)[0]:
+        return None, "record data checksum does not match"
+    return data, None
+
+
+def _next_record(window: _Window, begin: int) -> Optional[Tuple[int, bytes]]:
+    """(offset, record) of the first readable record at or after `begin`; None if there is none."""
+    pos = begin
+    while window.has(pos, pos + _HEADER.size):
+        # A candidate header has zeros in its length's top four bytes (see _ZERO_TOP).
+        zeros = window.data.find(_ZERO_TOP, pos - window.start + 4)
+        if zeros < 0:
+            # No candidate lies wholly in the window: keep its last bytes, read on.
+            pos = max(pos, window.end - _HEADER.size + 1)
+            if not window.has(pos, window.end + 1):
+                return None
+            continue
+        candidate = window.start + zeros - 4
+        if not window.has(candidate, candidate + _HEADER.size):
+            return None
+        i = candidate - window.start
+        if window.data[i:i + _HEADER.size] == _ZERO_HEADER:
+            # Zero-filled stretches are common (a crash before the data reached the disk):
+            # no header in one can check, so jump to the first header holding a non-zero byte.
+            nonzero = _NONZERO.search(window.data, i + _HEADER.size)
+            pos = (window.start + nonzero.start() - _HEADER.size + 1 if nonzero
+                   else max(candidate + 1, window.end - _HEADER.size + 1))
+            continue
+        record, _ = _record_at(window, candidate)
+        if record is not None:
+            return candidate, record
+        pos = candidate + 1
+    return None
+
+
+def _framed_records(blocks: Iterator[bytes]) -> Iterator[Tuple[int, Union[bytes, Damaged]]]:
+    window = _Window(blocks)
+    pos = 0
+    while True:
+        record, problem = _record_at(window, pos)
+        if record is None and problem is None:
+            break
+        if record is None:
+            found = _next_record(window, pos + 1)
+            if found is None and window.error:
+                break  # the broken stream's dead letter below covers this stretch too
+            skipped = (found[0] if found else window.end) - pos
+            where = (f"resynchronised at byte {found[0]}" if found else "no readable record follows")
+            yield pos, Damaged(f"{problem}; skipped {skipped} bytes, {where}", skipped)
+            if found is None:
+                return
+            pos, record = found
+        yield pos, record
+        pos += _FRAMING + len(record)
+    if window.error:
+        reason = window.error if window.end == 0 else (
+            f"{window.error} after {window.end} uncompressed bytes; the rest of the file "
+            "cannot be read (deflate cannot resynchronise)")
+        yield pos, Damaged(reason, None)
 
 
 # --- validation and conversion ---------------------------------------------------------------
@@ -318,6 +566,9 @@ def _check_labels(video: Video, rule: LabelRule) -> None:
         unknown = sorted(set(labels) - rule.known)
         if unknown:
             raise Invalid(f"label {unknown[0]} is not in the classes file")
+    elif rule.remap is None and labels and max(labels) > MAX_LABEL_ID:
+        raise Invalid(f"label {max(labels)} is above {MAX_LABEL_ID}, the largest label id kept as a class "
+                      "index (pass --vocabulary CSV listing it to renumber labels)")
 
 
 def _max_label(video: Video) -> int:

@@ -6,7 +6,12 @@ Generates a Cdiscount-format train.bson of about --megabytes (real JPEGs, drawn
 from a pool so generation is quick), converts it with the Beam job on the local
 runner, converts it again with a plain loop that writes the same shards with the
 same shared functions (no Beam), checks the two outputs are byte-identical, and
-prints products/s, MB/s and the ratio Beam/loop.
+prints products/s, MB/s and the ratio Beam/loop. Both validate alike: every
+picture decoded once (as training decodes it), duplicate _ids dropped.
+
+Also printed: the offset index walk alone (its share of both conversions), and the
+cost of decoding one picture eagerly against a tf.function over a product's
+pictures, the choice `cdiscount_products.jpeg_problem` makes.
 """
 
 import argparse
@@ -21,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_jobs import bson_to_tfrecords as job
-from beam_jobs.bson_index import build_index, iter_documents, read_range
+from beam_jobs.bson_index import build_index, read_documents
 from beam_jobs.cdiscount_products import decode_product, split_rank, validation_count
 from tfrecords import cdiscount_product
 from tfrecords.manifest import shard_name
@@ -49,13 +54,18 @@ def make_bson(path: str, megabytes: int, classes: int = 50, pool_per_class: int 
 def plain_loop(path: str, output: str, num_shards: int, seed: int = 0, fraction: float = 0.1) -> int:
     """The same conversion as the Beam job, as one would write it without Beam."""
     os.makedirs(output)
-    index, _ = build_index(path)
-    chunks = job.plan_chunks([path], [index], num_shards)
-    ranks = {}
-    for chunk in chunks:  # pass 1: categories (and validation, as the job does)
-        for offset, raw in iter_documents(read_range(path, chunk.start, chunk.end), chunk.start):
+    index, gaps = build_index(path)
+    chunks = job.plan_chunks([path], [index], num_shards, [gaps])
+    ranks, seen, skip = {}, set(), set()
+    for chunk in chunks:  # pass 1: validation (pictures decoded), first occurrence of each _id, categories
+        for offset, raw in read_documents(path, chunk.start, chunk.end, chunk.gaps):
             product = decode_product(raw)
-            if not isinstance(product, str) and product.category_id is not None:
+            # Documents come in file order here, so the first one seen is the one the job keeps.
+            if isinstance(product, str) or product.product_id in seen:
+                skip.add(offset)
+                continue
+            seen.add(product.product_id)
+            if product.category_id is not None:
                 ranks.setdefault(product.category_id, []).append(split_rank(seed, product.product_id, 0, offset))
     thresholds = {}
     for category, values in ranks.items():
@@ -66,10 +76,10 @@ def plain_loop(path: str, output: str, num_shards: int, seed: int = 0, fraction:
     written = 0
     for chunk in chunks:  # pass 2: write
         writers = {}
-        for offset, raw in iter_documents(read_range(path, chunk.start, chunk.end), chunk.start):
-            product = decode_product(raw)
-            if isinstance(product, str):
+        for offset, raw in read_documents(path, chunk.start, chunk.end, chunk.gaps):
+            if offset in skip:
                 continue
+            product = decode_product(raw, check_pictures=False)
             threshold = thresholds[product.category_id]
             rank = split_rank(seed, product.product_id, 0, offset)
             split = "val" if threshold is not None and rank <= threshold else "train"
@@ -82,6 +92,33 @@ def plain_loop(path: str, output: str, num_shards: int, seed: int = 0, fraction:
         for writer in writers.values():
             writer.close()
     return written
+
+
+def picture_decoding(path: str, pictures: int = 2000):
+    """Microseconds per picture: one eager decode each, and one tf.function call per product."""
+    products = []
+    for _, raw in read_documents(path, 0, min(os.path.getsize(path), 64 << 20)):
+        products.append([img["picture"] for img in bson.decode(bytes(raw))["imgs"]])
+        if sum(map(len, products)) >= pictures:
+            break
+    n = sum(map(len, products))
+
+    @tf.function
+    def decode_all(jpegs):
+        return [tf.shape(tf.io.decode_jpeg(j, channels=3)) for j in jpegs]
+
+    for images in products:  # trace once per picture count, outside the timing
+        decode_all([tf.constant(j) for j in images])
+    start = time.perf_counter()
+    for images in products:
+        for jpeg in images:
+            tf.io.decode_jpeg(jpeg, channels=3)
+    eager = time.perf_counter() - start
+    start = time.perf_counter()
+    for images in products:
+        decode_all([tf.constant(j) for j in images])
+    graph = time.perf_counter() - start
+    return eager / n * 1e6, graph / n * 1e6
 
 
 def digests(directory: str):
@@ -109,6 +146,12 @@ def main(argv=None):
         shutil.rmtree(d, ignore_errors=True)
 
     start = time.perf_counter()
+    _, gaps = build_index(path)
+    index_s = time.perf_counter() - start
+    assert not gaps, "the generated file has damaged stretches"
+    eager_us, graph_us = picture_decoding(path)
+
+    start = time.perf_counter()
     products = plain_loop(path, loop_out, args.num_shards)
     loop_s = time.perf_counter() - start
 
@@ -124,6 +167,8 @@ def main(argv=None):
     print(f"Beam {manifest.get('runner', '') or 'local'} : {beam_s:6.1f} s  {products / beam_s:8.0f} products/s  "
           f"{megabytes / beam_s:6.1f} MB/s")
     print(f"ratio Beam/loop: {loop_s / beam_s:.2f}  (goal >= 0.5)")
+    print(f"offset index: {index_s:6.2f} s  {megabytes / index_s:8.0f} MB/s  ({index_s / loop_s:.0%} of the loop)")
+    print(f"picture decoding: eager {eager_us:.0f} us/picture, tf.function per product {graph_us:.0f} us/picture")
     return 0 if same else 1
 
 

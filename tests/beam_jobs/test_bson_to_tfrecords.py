@@ -4,6 +4,7 @@ import os
 
 import apache_beam as beam
 import bson
+import numpy as np
 import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -16,7 +17,8 @@ from beam_jobs.cdiscount_products import validation_count
 from tfrecords import cdiscount_product as kind
 from tfrecords.manifest import REJECTED, read_classes, read_manifest
 
-JPEG = b"\xff\xd8\xff\xe0 not decoded by the converter, only checked"
+# A real picture: the converter decodes every JPEG as training will.
+JPEG = tf.io.encode_jpeg(np.full((4, 4, 3), 128, np.uint8)).numpy()
 
 
 def _pipeline():
@@ -35,7 +37,11 @@ def _read_split(out, manifest, split):
 
 
 def _corrupt_bson(path):
-    """Good products around every kind of bad document, and a truncated tail."""
+    """Good products around every kind of bad document, and a truncated tail.
+
+    The first bad thing is 32 bytes of junk behind a plausible length prefix: the index
+    walk steps over it as a damaged stretch; the others are documents it locates.
+    """
     good = [{"_id": i, "category_id": 100 + i % 2, "imgs": [{"picture": JPEG}] * (1 + i % 3)} for i in range(6)]
     blobs = [bson.encode(d) for d in good[:3]]
     garbage = b"\x20\x00\x00\x00" + b"\xee" * 28  # a plausible length prefix, then junk
@@ -54,15 +60,16 @@ def _corrupt_bson(path):
 
 def test_scan_products_rejects_bad_documents_and_keeps_good_ones(tmp_path):
     path = tmp_path / "corrupt.bson"
-    good, bad_offsets, _ = _corrupt_bson(path)
-    index, _ = build_index(str(path))
-    chunks = job.plan_chunks([str(path)], [index], num_shards=2)
+    good, bad_offsets, tail_offset = _corrupt_bson(path)
+    index, gaps = build_index(str(path))
+    assert [g.offset for g in gaps] == [bad_offsets[0], tail_offset]
+    chunks = job.plan_chunks([str(path)], [index], num_shards=2, gaps=[gaps])
     with _pipeline() as p:
-        labelled, rejected = p | beam.Create(chunks) | job.ScanProducts(seed=0)
+        labelled, rejected, skipped = p | beam.Create(chunks) | job.ScanProducts(seed=0)
         assert_that(labelled | "Categories" >> beam.Keys(),
                     equal_to([d["category_id"] for d in good]), label="labelled")
+        assert_that(skipped | "Offsets" >> beam.Values(), equal_to(bad_offsets[1:]), label="skipped")
         assert_that(rejected | beam.Map(lambda r: (r["offset"], r["_id"], r["reason"].split(":")[0])), equal_to([
-            (bad_offsets[0], None, "document does not decode"),
             (bad_offsets[1], 50, "no images"),
             (bad_offsets[2], 51, "no images"),
             (bad_offsets[3], 52, "imgs[1].picture is not a JPEG"),
@@ -84,6 +91,7 @@ def test_corrupt_file_gives_dead_letters_and_keeps_every_good_record(tmp_path):
     manifest = job.run(["--input", str(path), "--output", str(out), "--runner=FnApiRunner", "--num-shards", "2"])
     lines = [json.loads(line) for line in (out / REJECTED).read_text().splitlines()]
     assert [r["offset"] for r in lines] == bad_offsets + [tail_offset]
+    assert "no document of 32 bytes here" in lines[0]["reason"] and lines[0]["length"] == 32
     assert "truncated document" in lines[-1]["reason"]
     assert all(r["file"] == str(path) for r in lines)
     written = {**_read_split(str(out), manifest, "train"), **_read_split(str(out), manifest, "val")}

@@ -103,6 +103,11 @@ def _frames_of(record, key):
     return np.stack([np.frombuffer(f.bytes_list.value[0], np.uint8) for f in frames])
 
 
+def _starts(records):
+    """Byte offset of each record in a TFRecord file (the offsets dead letters name)."""
+    return np.cumsum([0] + [16 + len(r) for r in records])[:-1].tolist()
+
+
 def _invariant(manifest):
     written = sum(s["records"] for s in manifest["splits"].values())
     return manifest["input_records"] == written + manifest["rejected"] + manifest.get("filtered", 0)
@@ -191,6 +196,33 @@ def test_classes_file_fixes_num_classes_and_rejects_unknown_labels(tmp_path):
     assert [(r["id"], r["reason"]) for r in rejected] == [("b", "label 12 is not in the classes file")]
 
 
+def test_huge_label_without_classes_is_a_dead_letter_not_a_huge_classes_csv(tmp_path):
+    # Without a classes file every id up to the largest label becomes a class: 2**40 would
+    # mean 2**40 rows in classes.csv (it used to end in MemoryError after the pipeline ran).
+    huge = 2 ** 40
+    inputs = _write(tmp_path / "train0.tfrecord", [
+        _official("a", [1]), _official("b", [huge]), _official("c", [2], segments=[(huge, 0, 1.0)])])
+    out = tmp_path / "out"
+    manifest = job.run(["--input", inputs, "--output", str(out), *BEAM])
+    assert manifest["splits"]["train"]["records"] == 1 and manifest["num_classes"] == 2 and _invariant(manifest)
+    rejected = [json.loads(line) for line in (out / REJECTED).read_text().splitlines()]
+    assert [r["id"] for r in rejected] == ["b", "c"]
+    for letter in rejected:
+        assert letter["reason"].startswith(f"label {huge} is above {job.MAX_LABEL_ID}")
+        assert "--vocabulary" in letter["reason"]
+
+
+def test_classes_file_with_a_huge_index_is_a_user_error(tmp_path):
+    inputs = _write(tmp_path / "train0.tfrecord", [_official("a", [1])])
+    names = tmp_path / "vocabulary.csv"
+    names.write_text(f"Index,Name\n1,One\n{2 ** 40},Huge\n")
+    with pytest.raises(UserError, match=f"Index {2 ** 40}.*--vocabulary"):
+        job.run(["--input", inputs, "--output", str(tmp_path / "out"), "--classes", str(names), *BEAM])
+    # With --vocabulary the ids are renumbered, so any id is fine.
+    manifest = job.run(["--input", inputs, "--output", str(tmp_path / "remapped"), "--vocabulary", str(names), *BEAM])
+    assert manifest["num_classes"] == 2 and manifest["splits"]["train"]["records"] == 1
+
+
 def test_mediapipe_float_features_become_official_quantized_records(tmp_path):
     first, rgb1, audio1 = _mediapipe("/videos/abcd.mp4", frames=5, seed=1, labels=[3])
     second, rgb2, audio2 = _mediapipe("/videos/whatever.mp4", frames=7, seed=2, media_id="wxyz")
@@ -225,6 +257,7 @@ def test_convert_groups_rejects_bad_records_and_keeps_every_good_one(tmp_path):
            _official("counts", [1], frames=6, audio_frames=5)]
     first = _write(tmp_path / "a.tfrecord", [good[0], bad[0], good[1], bad[1]])
     second = _write(tmp_path / "b.tfrecord", [bad[2], good[2], bad[3], good[3]])
+    at_first, at_second = _starts([good[0], bad[0], good[1], bad[1]]), _starts([bad[2], good[2], bad[3], good[3]])
     mediapipe_bad = _write(tmp_path / "m.tfrecord", [_mediapipe("/v/narrow.mp4", rgb_width=1000)[0]])
     groups = [ShardGroup("train", 0, [first, second], 0)]
     out = str(tmp_path / "out")
@@ -235,11 +268,11 @@ def test_convert_groups_rejects_bad_records_and_keeps_every_good_one(tmp_path):
         mp_reports, mp_rejected = (p | "MediaPipe" >> beam.Create([ShardGroup("test", 0, [mediapipe_bad], 0)])
                                    | "ConvertMediaPipe" >> job.ConvertGroups(out, "mediapipe"))
         assert_that(rejected | beam.Map(lambda r: (r["file"], r["offset"], r["id"], r["reason"])), equal_to([
-            (first, 1, None, "record does not parse: DecodeError: Error parsing message with type "
-                             "'tensorflow.SequenceExample'"),
-            (first, 3, "noaudio", "missing feature list audio"),
+            (first, at_first[1], None, "record does not parse: DecodeError: Error parsing message with type "
+                                       "'tensorflow.SequenceExample'"),
+            (first, at_first[3], "noaudio", "missing feature list audio"),
             (second, 0, "wide", "rgb frame 0 has 1000 bytes, expected 1024"),
-            (second, 2, "counts", "frame counts differ: 6 rgb frames, 5 audio frames"),
+            (second, at_second[2], "counts", "frame counts differ: 6 rgb frames, 5 audio frames"),
         ]), label="rejected")
         assert_that(reports | beam.Map(lambda r: (r["records"], r["read"], r["filtered"], r["max_label"])),
                     equal_to([(4, 8, 0, 3)]), label="reports")
@@ -259,9 +292,11 @@ def test_corrupt_file_tail_is_one_dead_letter_in_rejected_jsonl(tmp_path):
     out = tmp_path / "out"
     manifest = job.run(["--input", str(tmp_path / "train*"), "--output", str(out), *BEAM])
     lines = [json.loads(line) for line in (out / REJECTED).read_text().splitlines()]
-    assert [(os.path.basename(r["file"]), r["offset"]) for r in lines] == [("train0000.tfrecord", 2),
-                                                                          ("train0001.tfrecord", 0)]
-    assert lines[0]["reason"].startswith("file is corrupt from record 2 on: DataLossError")
+    # Offsets are byte offsets in the input file, so rejected.jsonl sorts in file order.
+    tail = _starts(records)[2]
+    assert [(os.path.basename(r["file"]), r["offset"], r.get("length")) for r in lines] == [
+        ("train0000.tfrecord", tail, len(data) - 20 - tail), ("train0001.tfrecord", 0, None)]
+    assert "truncated" in lines[0]["reason"]
     assert lines[1]["reason"].startswith("record does not parse")
     assert manifest["splits"]["train"]["records"] == 3 and manifest["input_records"] == 5 and _invariant(manifest)
 
