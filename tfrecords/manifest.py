@@ -66,6 +66,7 @@ def read_manifest(data_dir: str, kind: Optional[str] = None, schema_version: Opt
             manifest = json.load(f)
         except json.JSONDecodeError as e:
             raise UserError(f"{path} is not valid JSON: {e}") from None
+    _check_layout(path, manifest)
     if kind is not None and manifest.get("kind") != kind:
         raise UserError(f"{data_dir} holds {manifest.get('kind')!r} records, expected {kind!r}")
     if schema_version is not None and manifest.get("schema_version") != schema_version:
@@ -76,10 +77,33 @@ def read_manifest(data_dir: str, kind: Optional[str] = None, schema_version: Opt
     return manifest
 
 
+def _check_layout(path: str, manifest) -> None:
+    """The keys every reader relies on, so a damaged or hand-edited manifest is one clear error."""
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        raise UserError(f"{path} has no 'splits' mapping: is the conversion finished? Convert the data again")
+    for split, info in splits.items():
+        if not (isinstance(info, dict) and isinstance(info.get("records"), int)
+                and isinstance(info.get("shards"), list) and all(isinstance(n, str) for n in info["shards"])):
+            raise UserError(f"{path}: split {split!r} must have 'records' (an integer) and 'shards' (file names)")
+    if manifest.get("compression", "none") not in COMPRESSIONS:
+        raise UserError(f"{path}: unknown compression {manifest.get('compression')!r}")
+
+
 def shard_paths(data_dir: str, manifest: Dict, split: str) -> List[str]:
+    """The split's shard files; a shard the manifest lists but the directory lacks is one UserError."""
     if split not in manifest["splits"]:
         raise UserError(f"{data_dir} has no {split!r} split (it has {sorted(manifest['splits'])})")
-    return [join(data_dir, name) for name in manifest["splits"][split]["shards"]]
+    paths = [join(data_dir, name) for name in manifest["splits"][split]["shards"]]
+    # One listing, not one request per shard (thousands of shards on gs://).
+    present = {posixpath.basename(p.rstrip("/")) for p in tf.io.gfile.glob(join(data_dir, "*"))}
+    missing = [p for p in paths if posixpath.basename(p) not in present]
+    if missing:
+        raise UserError(f"shard missing: {missing[0]} (listed in {join(data_dir, MANIFEST)}"
+                        + (f", {len(missing) - 1} more missing" if len(missing) > 1 else "") + ")")
+    return paths
 
 
 def compression_type(manifest: Dict) -> str:
@@ -103,7 +127,25 @@ def read_classes(data_dir: str) -> List[Dict]:
         raise UserError(f"no {CLASSES} in {data_dir}")
     with tf.io.gfile.GFile(path) as f:
         rows = list(csv.DictReader(f))
-    for row in rows:
-        row["class_index"] = int(row["class_index"])
-        row["category_id"] = int(row["category_id"])
+    for line, row in enumerate(rows, start=2):
+        for column in ("class_index", "category_id"):
+            try:
+                row[column] = int(row[column])
+            except (KeyError, TypeError, ValueError):
+                raise UserError(f"{path}:{line}: {column} {row.get(column)!r} is not an integer") from None
+    if [row["class_index"] for row in rows] != list(range(len(rows))):
+        raise UserError(f"{path}: class_index must count 0, 1, 2, ... in order")
     return rows
+
+
+def check_same_classes(model_classes: List[Dict], model_path: str, data_dir: str) -> None:
+    """Refuses data whose classes.csv differs from the model's: every score would be wrong.
+
+    A model's class i means the category its training data called class i; on data with
+    another vocabulary the labels would be compared against other categories.
+    """
+    data_classes = read_classes(data_dir)
+    if [c["category_id"] for c in model_classes] != [c["category_id"] for c in data_classes]:
+        raise UserError(f"{join(data_dir, CLASSES)} ({len(data_classes)} classes) differs from the model's "
+                        f"{join(model_path, CLASSES)} ({len(model_classes)} classes): the model was trained "
+                        "on other data")

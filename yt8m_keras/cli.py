@@ -147,6 +147,7 @@ def build_parser() -> ArgumentParser:
 
 
 def _sample(args) -> None:
+    _output_directory(args.output, "--output")
     if args.dataset == "cdiscount":
         from yt8m_keras.sample import cdiscount
 
@@ -209,6 +210,7 @@ def _evaluate(args) -> None:
 
 
 def _predict(args) -> None:
+    _output_file(args.output, "--output")
     task = args.task or _exported_task(args.model[0])
     if task == "products":
         from yt8m_keras.predict import predict
@@ -231,18 +233,19 @@ def _predict(args) -> None:
 
 def _exported_task(model_path: str) -> str:
     """products, segments or videos: what the exported model's recipe trained it for."""
-    import yaml
+    from yt8m_keras.recipes import read_yaml
 
     path = os.path.join(model_path, "assets.extra", "recipe.yaml")
     if not os.path.exists(path):
         raise UserError(f"no SavedModel in {model_path} (expected BASE/NAME/VERSION from `yt8m-keras export`)")
-    with open(path) as f:
-        task = (yaml.safe_load(f) or {}).get("task")
+    values = read_yaml(path)
+    task = values.get("task") if isinstance(values, dict) else None
     return {"cdiscount": "products", "yt8m_segment": "segments", "yt8m_video": "videos"}.get(task, "products")
 
 
 def _quickstart(args) -> None:
     """sample -> convert -> train (tiny) -> export -> evaluate -> predict, on CPU in minutes."""
+    _output_directory(args.workdir, "--workdir")
     if args.recipe == "yt8m":
         return _quickstart_yt8m(args.workdir)
     from yt8m_keras.export import export
@@ -319,10 +322,39 @@ def _quickstart_yt8m(workdir: str) -> None:
     print(f"exported models: {segment_model}, {video_model}\nsubmission: {submission}")
 
 
+def _output_directory(path: str, flag: str) -> str:
+    """Creates the directory a command writes into; a file in the way is one UserError."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a file, expected a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {flag} {path}: {e.strerror or e}") from None
+    return path
+
+
+def _output_file(path: str, flag: str) -> str:
+    """Checks, before any work, that a file can be written at `path` (its directory exists)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a directory, expected a file name")
+    if not os.path.isdir(directory):
+        raise UserError(f"{flag} {path}: directory {directory} does not exist")
+    return path
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     def dispatch(argv):
         args = build_parser().parse_args(argv)
-        args.handler(args)
+        try:
+            args.handler(args)
+        except Exception as e:
+            # tf.data names no file in "corrupted record at N": find the shard and name it.
+            if type(e).__name__ == "DataLossError" and getattr(args, "data", None):
+                from yt8m_keras.data.shards import corrupt_shard
+
+                raise UserError(corrupt_shard(args.data, e)) from None
+            raise
 
     return run_main(dispatch, sys.argv[1:] if argv is None else argv)
 

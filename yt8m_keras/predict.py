@@ -13,7 +13,6 @@ so batch prediction runs exactly what TF Serving serves, and writes Kaggle's
 
 import csv
 import os
-import sys
 from typing import Callable, Dict
 
 import numpy as np
@@ -21,10 +20,11 @@ import tensorflow as tf
 
 from tfrecords import UserError
 from tfrecords import cdiscount_product as kind
-from tfrecords.manifest import read_classes
+from tfrecords.manifest import check_same_classes, read_classes
 from yt8m_keras.combine import RULES, average_tta, combine, combine_all, parse_rule
 from yt8m_keras.data.augment import augment
 from yt8m_keras.data.cdiscount import product_dataset
+from yt8m_keras.progress import Progress
 
 
 def image_predictions(predict: Callable, data_dir: str, split: str, image_size: int, tta: int = 0,
@@ -38,6 +38,7 @@ def image_predictions(predict: Callable, data_dir: str, split: str, image_size: 
     """
     ids, labels, index, probs, tta_probs = [], [], [], [], []
     images_seen = 0
+    bar = Progress("products") if progress else None
     for batch in product_dataset(data_dir, split, batch_size=batch_size, image_size=image_size):
         counts = batch[kind.NUM_IMAGES].numpy()
         mask = tf.sequence_mask(counts, kind.MAX_IMAGES)
@@ -56,10 +57,10 @@ def image_predictions(predict: Callable, data_dir: str, split: str, image_size: 
                 copies.append(np.asarray(predict(augmented)))
             tta_probs.append(np.stack(copies, axis=1))
         images_seen += len(images)
-        if progress:
-            print(f"\r{len(ids)} products, {images_seen} images", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+        if bar is not None:
+            bar.update(len(counts), images=images_seen)
+    if bar is not None:
+        bar.close()
     if not ids:
         raise UserError(f"the {split} split of {data_dir} is empty")
     result = {"product_id": np.array(ids), "label": np.array(labels),
@@ -97,6 +98,7 @@ def evaluate(model_dir: str, data_dir: str, tta: int = 0, split: str = "val", ba
     from yt8m_keras.train import load_trained
 
     recipe, classes, model = load_trained(model_dir)
+    check_same_classes(classes, model_dir, data_dir)
     predictions = image_predictions(lambda x: model.predict_on_batch(x), data_dir, split, recipe.data.image_size,
                                     tta=tta, seed=recipe.training.seed, batch_size=batch_size, progress=True)
     if (predictions["label"] < 0).any():
@@ -138,6 +140,7 @@ def predict(model_path: str, data_dir: str, output: str, split: str = "test", ru
     except ValueError as e:
         raise UserError(f"--combine: {e}") from None
     predict_fn, image_size, classes = load_served(model_path)
+    check_same_classes(classes, os.path.join(model_path, "assets.extra"), data_dir)
     predictions = image_predictions(predict_fn, data_dir, split, image_size, tta=tta, seed=seed,
                                     batch_size=batch_size, progress=True)
     probs = average_tta(predictions["tta_probs"]) if tta else predictions["probs"]

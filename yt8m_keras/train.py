@@ -20,13 +20,14 @@ import warnings
 from typing import Dict, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 import yaml
 
 from tfrecords import UserError
-from tfrecords.manifest import read_classes, write_classes
+from tfrecords.manifest import read_classes, write_classes, write_text_atomic
 from yt8m_keras.accumulation import GradientAccumulationOptimizer
-from yt8m_keras.recipes import Recipe, TrainingConfig, recipe_from_dict
+from yt8m_keras.recipes import Recipe, TrainingConfig, read_yaml, recipe_from_dict
 from yt8m_keras.tasks import get_task
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -160,61 +161,174 @@ class StageSchedule(keras.callbacks.Callback):
             print(f"\nepoch {epoch + 1}: training stage {stage}")
 
 
-class Backup(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` that resumes at the exact micro-batch, not at the epoch start.
+WEIGHTS_SUFFIX = ".weights.h5"
 
-    Keras' callback restores the epoch only, its metadata counts batches from the
-    start of the current process, and `save_weights` leaves out the layers' random
-    seed states (dropout would draw other masks after a restart). This one counts
-    global steps across restarts and keeps the seed states; the trainer calls
-    `restore()` before `fit` so it can skip the consumed input.
+
+def save_weights_atomic(model: keras.Model, path: str) -> None:
+    """`model.save_weights(path)` that a kill leaves either complete or not there at all.
+
+    Keras writes the .h5 file in place; a kill mid-write leaves a file that no rerun can
+    load. This writes a temporary name (Keras insists on the suffix) and renames it.
+    """
+    tmp = path[: -len(WEIGHTS_SUFFIX)] + ".tmp" + WEIGHTS_SUFFIX
+    model.save_weights(tmp, overwrite=True)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def load_weights_checked(model: keras.Model, path: str) -> None:
+    """`model.load_weights(path)`, with a damaged or mismatched file as one UserError naming it."""
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot load weights from {path} (damaged, or written for another model): "
+                        f"{type(e).__name__}: {e}") from None
+
+
+class Backup(keras.callbacks.Callback):
+    """Preemption backups that resume at the exact micro-batch, each written as a complete unit.
+
+    A unit is `step-N.weights.h5` (the weights, the optimizer with its accumulators) and
+    `step-N.json` (the step and the layers' random seed states, which `save_weights`
+    leaves out: dropout would draw other masks after a restart). The JSON is written
+    last, under a temporary name renamed into place, so its presence marks a complete
+    unit; a kill at any moment leaves the previous unit intact, and the two newest units
+    are kept so a damaged one falls back to the one before.
+
+    Keras' own `BackupAndRestore` is not used: it writes in place, restores the epoch
+    only, and sets `model._initial_epoch`, which Keras 3.15 `fit` prefers over its
+    `initial_epoch` argument, so a second `fit` call would rerun an old epoch.
+
+    The batch-level backup skips an epoch's last batch: the epoch-end backup, taken after
+    validation and the epoch's log row, commits the epoch (so put this callback last).
 
     Args:
-        backup_dir: where the weights (with the optimizer) and `training_metadata.json` go.
+        backup_dir: where the units go.
         steps_per_epoch: micro-batches per epoch.
         every_steps: back up every this many micro-batches (and at every epoch end).
+        keep: complete units kept (at least 2, so a damaged newest one can fall back).
+
+    Example:
+        >>> backup = Backup("model/backup", steps_per_epoch=1000, every_steps=100)
+        >>> step = backup.restore(model)  # 0 on a fresh run
     """
 
-    def __init__(self, backup_dir: str, steps_per_epoch: int, every_steps: int):
-        super().__init__(backup_dir, save_freq=every_steps, delete_checkpoint=False)
-        self.steps_per_epoch = steps_per_epoch
+    def __init__(self, backup_dir: str, steps_per_epoch: int, every_steps: int, keep: int = 2):
+        super().__init__()
+        self.backup_dir, self.steps_per_epoch, self.every_steps = backup_dir, steps_per_epoch, every_steps
+        self.keep = max(keep, 2)
         self.step = 0
 
-    def restore(self, model: keras.Model) -> int:
-        """Loads the last backup into `model`, returns the number of micro-batches done."""
-        self.set_model(model)
-        if not tf.io.gfile.exists(self._training_metadata_path):
-            return 0
-        super()._load_model()
-        with tf.io.gfile.GFile(self._training_metadata_path) as f:
-            metadata = json.load(f)
-        for variable, value in zip(_seed_states(model), metadata["seed_states"]):
-            variable.assign(value)
-        self.step = int(metadata["step"])
-        return self.step
+    def _path(self, step: int, suffix: str) -> str:
+        return os.path.join(self.backup_dir, f"step-{step:010d}{suffix}")
 
-    def on_train_begin(self, logs=None):
-        pass  # restore() ran before fit, which started from the restored step
+    def _complete_steps(self):
+        if not tf.io.gfile.isdir(self.backup_dir):
+            return []
+        names = tf.io.gfile.listdir(self.backup_dir)
+        return sorted((int(n[5:-5]) for n in names if n.startswith("step-") and n.endswith(".json")
+                       and n[5:-5].isdigit()), reverse=True)
+
+    def restore(self, model: keras.Model) -> int:
+        """Loads the newest readable backup into `model`; returns the micro-batches done (0: none)."""
+        self.set_model(model)
+        damaged = []
+        for step in self._complete_steps():
+            try:
+                with tf.io.gfile.GFile(self._path(step, ".json")) as f:
+                    metadata = json.load(f)
+                model.load_weights(self._path(step, WEIGHTS_SUFFIX))
+                seed_states = _seed_states(model)
+                if int(metadata["step"]) != step or len(metadata["seed_states"]) != len(seed_states):
+                    raise ValueError("metadata does not match the model")
+                for variable, value in zip(seed_states, metadata["seed_states"]):
+                    variable.assign(value)
+            except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as e:
+                damaged.append(f"{self._path(step, WEIGHTS_SUFFIX)} ({type(e).__name__}: {e})")
+                print(f"warning: backup at step {step} cannot be read, trying an older one: {damaged[-1]}")
+                continue
+            self.step = step
+            return step
+        if damaged:
+            raise UserError(f"no readable backup in {self.backup_dir}: {'; '.join(damaged)} "
+                            "(move the directory away to start over)")
+        return 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        if self.step % self.save_freq == 0:
-            self._save_model()
+        if self.step % self.every_steps == 0 and self.step % self.steps_per_epoch != 0:
+            self._save()
 
     def on_epoch_end(self, epoch, logs=None):
-        self._save_model()
+        self._save()
 
-    def _save_model(self):
-        self._current_epoch, self._last_batch_seen = divmod(self.step, self.steps_per_epoch)
-        super()._save_model()
-        # The parent wrote {"epoch", "batch"}; add what restore() needs besides the weights.
-        with tf.io.gfile.GFile(self._training_metadata_path) as f:
-            metadata = json.load(f)
-        seed_states = [v.numpy().tolist() for v in _seed_states(self.model)]
-        tmp = self._training_metadata_path + ".tmp"
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            json.dump({**metadata, "step": self.step, "seed_states": seed_states}, f)
-        tf.io.gfile.rename(tmp, self._training_metadata_path, overwrite=True)
+    def _save(self):
+        tf.io.gfile.makedirs(self.backup_dir)
+        save_weights_atomic(self.model, self._path(self.step, WEIGHTS_SUFFIX))
+        metadata = {"step": self.step, "epoch": self.step // self.steps_per_epoch,
+                    "seed_states": [v.numpy().tolist() for v in _seed_states(self.model)]}
+        write_text_atomic(self._path(self.step, ".json"), json.dumps(metadata))
+        self._prune()
+
+    def _prune(self):
+        """Removes units beyond the newest `keep`, and leftovers of units a kill interrupted."""
+        kept = set(self._complete_steps()[: self.keep])
+        for name in tf.io.gfile.listdir(self.backup_dir):
+            step = name[5:].split(".", 1)[0]
+            if not (name.startswith("step-") and step.isdigit() and int(step) in kept):
+                _remove(os.path.join(self.backup_dir, name))
+
+
+def _remove(path: str) -> None:
+    try:
+        tf.io.gfile.remove(path)
+    except tf.errors.NotFoundError:
+        pass
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training with one UserError naming the step when the loss is NaN or infinite.
+
+    Keras' `TerminateOnNaN` only sets `stop_training`, so the run would end "successfully"
+    (exit 0) with NaN weights. Put it before `Backup`, so the NaN weights are never backed up.
+    """
+
+    def __init__(self, backup: "Backup"):
+        super().__init__()
+        self.backup = backup
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
+            step = self.backup.step + 1
+            epoch, batch = divmod(step - 1, self.backup.steps_per_epoch)
+            raise UserError(f"loss became {float(np.asarray(loss).reshape(-1)[0])} at step {step} "
+                            f"(epoch {epoch + 1}, batch {batch + 1}): training stopped; "
+                            "lower training.learning_rate, or check the data")
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Saves the weights (atomically) at each epoch whose `monitor` beats every earlier one.
+
+    Args:
+        path: the weights file.
+        monitor: the logs key, e.g. `val_accuracy`.
+        mode: `max` or `min`.
+        best: the best value of earlier processes of the same run (from the training log).
+    """
+
+    def __init__(self, path: str, monitor: str, mode: str, best: Optional[float] = None):
+        super().__init__()
+        self.path, self.monitor, self.mode, self.best = path, monitor, mode, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            warnings.warn(f"{self.monitor} is not in the logs: no best checkpoint for epoch {epoch + 1}")
+            return
+        value = float(np.asarray(value).reshape(-1)[0])
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best = value
+            save_weights_atomic(self.model, self.path)
 
 
 def _seed_states(model: keras.Model):
@@ -262,16 +376,35 @@ def _best_so_far(log_path: str, monitor: str, mode: str) -> Optional[float]:
 
 
 def save_recipe(model_dir: str, recipe: Recipe) -> None:
-    with tf.io.gfile.GFile(os.path.join(model_dir, RECIPE_FILE), "w") as f:
-        yaml.safe_dump(recipe.to_dict(), f, sort_keys=False)
+    write_text_atomic(os.path.join(model_dir, RECIPE_FILE), yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+
+
+def _keep_log_rows_before(log_path: str, epoch: int) -> None:
+    """Drops the training log's rows of epochs >= `epoch` (committed by no backup).
+
+    A kill between an epoch's log row and its backup reruns that epoch's tail, which
+    would write the row again; one row per epoch is kept by dropping it on resume.
+    """
+    if not tf.io.gfile.exists(log_path):
+        return
+    with tf.io.gfile.GFile(log_path) as f:
+        lines = f.read().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if _log_epoch(line) is not None and _log_epoch(line) < epoch]
+    if kept != lines:
+        write_text_atomic(log_path, "".join(kept) if len(kept) > 1 else "")
+
+
+def _log_epoch(line: str) -> Optional[int]:
+    """The epoch of a CSVLogger row (its first column), None for a row a kill cut short."""
+    first = line.split(",", 1)[0]
+    return int(first) if first.isdigit() and line.endswith("\n") else None
 
 
 def _read_recipe(model_dir: str) -> Recipe:
     path = os.path.join(model_dir, RECIPE_FILE)
     if not tf.io.gfile.exists(path):
         raise UserError(f"no {RECIPE_FILE} in {model_dir}: is it a directory written by `yt8m-keras train`?")
-    with tf.io.gfile.GFile(path) as f:
-        return recipe_from_dict(yaml.safe_load(f))
+    return recipe_from_dict(read_yaml(path))
 
 
 def trained_task(model_dir: str) -> str:
@@ -286,7 +419,7 @@ def load_trained(model_dir: str):
     model = get_task(recipe.task).build_model(recipe, len(classes))
     for name in (BEST_WEIGHTS, FINAL_WEIGHTS):
         if tf.io.gfile.exists(os.path.join(model_dir, name)):
-            model.load_weights(os.path.join(model_dir, name))
+            load_weights_checked(model, os.path.join(model_dir, name))
             return recipe, classes, model
     raise UserError(f"no {BEST_WEIGHTS} or {FINAL_WEIGHTS} in {model_dir}: has training finished an epoch?")
 
@@ -328,20 +461,25 @@ def train(recipe: Recipe, data_dir: str, model_dir: str, strategy: str = "defaul
     task.set_stage(model, stage)
 
     log_path = os.path.join(out_dir, "training_log.csv")
+    _keep_log_rows_before(log_path, epoch)
+    # Order matters: the NaN check runs before anything saves, and the backup runs last,
+    # so an epoch is committed only once its log row and best checkpoint are written.
     callbacks = [
-        backup,
+        StopOnNonFiniteLoss(backup),
         StageSchedule(t.stages, task.set_stage, stage),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out_dir, BEST_WEIGHTS), monitor=task.MONITOR, mode=task.MONITOR_MODE,
-            save_best_only=True, save_weights_only=True,
-            initial_value_threshold=_best_so_far(log_path, task.MONITOR, task.MONITOR_MODE)),
+        BestWeights(os.path.join(out_dir, BEST_WEIGHTS), task.MONITOR, task.MONITOR_MODE,
+                    _best_so_far(log_path, task.MONITOR, task.MONITOR_MODE)),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
         keras.callbacks.CSVLogger(log_path, append=True),
+        backup,
     ]
     val = task.val_dataset(recipe, data_dir, global_batch)
     history: Dict = {}
 
     def fit(first_epoch: int, last_epoch: int, steps: int) -> None:
+        # Keras 3.15 `fit` takes `self._initial_epoch or initial_epoch`; nothing here sets
+        # it, but a restored Keras BackupAndRestore would, and rerun an old epoch.
+        model._initial_epoch = None
         result = model.fit(
             task.train_dataset(recipe, data_dir, global_batch, skip_batches=backup.step),
             initial_epoch=first_epoch, epochs=last_epoch, steps_per_epoch=steps,
@@ -358,5 +496,5 @@ def train(recipe: Recipe, data_dir: str, model_dir: str, strategy: str = "defaul
         epoch += 1
     if epoch < t.epochs:
         fit(epoch, t.epochs, t.steps_per_epoch)
-    model.save_weights(os.path.join(out_dir, FINAL_WEIGHTS))
+    save_weights_atomic(model, os.path.join(out_dir, FINAL_WEIGHTS))
     return {"history": history, "step": backup.step, "model_dir": model_dir, "model": model}

@@ -17,13 +17,13 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
-import yaml
 
 from tfrecords import UserError
 from tfrecords import yt8m_frame as kind
-from tfrecords.manifest import read_classes
+from tfrecords.manifest import check_same_classes, read_classes
 from yt8m_keras.data import yt8m as data
-from yt8m_keras.recipes import recipe_from_dict
+from yt8m_keras.progress import Progress
+from yt8m_keras.recipes import read_yaml, recipe_from_dict
 from yt8m_keras.segment_topk import SegmentTopK, VideoSubmissionWriter, average_models, write_segment_submission
 from yt8m_keras.yt8m_metrics import SEGMENT_K, VideoMetrics, segment_map_at_k
 
@@ -105,7 +105,8 @@ def evaluate(model_dir: str, data_dir: str, k: int = SEGMENT_K) -> Dict:
     """Evaluates a YouTube-8M training run: video metrics (video-level runs) and segment MAP@K."""
     from yt8m_keras.train import load_trained
 
-    recipe, _, model = load_trained(model_dir)
+    recipe, classes, model = load_trained(model_dir)
+    check_same_classes(classes, model_dir, data_dir)
     result, text = {}, []
     if recipe.task == "yt8m_video":
         result["videos"] = evaluate_videos(model, recipe, data_dir)
@@ -128,8 +129,7 @@ class ExportedModel:
         extra = os.path.join(path, "assets.extra")
         if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
             raise UserError(f"no SavedModel in {path} (expected BASE/NAME/VERSION from `yt8m-keras export`)")
-        with tf.io.gfile.GFile(os.path.join(extra, "recipe.yaml")) as f:
-            self.recipe = recipe_from_dict(yaml.safe_load(f))
+        self.recipe = recipe_from_dict(read_yaml(os.path.join(extra, "recipe.yaml")))
         if self.recipe.task not in ("yt8m_video", "yt8m_segment"):
             raise UserError(f"{path} is a {self.recipe.task} model, not a YouTube-8M one")
         self.classes = read_classes(extra)
@@ -148,11 +148,13 @@ class ExportedModel:
         return self._loaded.signatures["frames"](**{key: videos[key] for key in FRAME_KEYS})["predictions"].numpy()
 
 
-def load_models(paths: Sequence[str]) -> List[ExportedModel]:
+def load_models(paths: Sequence[str], data_dir: str) -> List[ExportedModel]:
+    """The exported models, checked to share one class vocabulary with each other and with `data_dir`."""
     models = [ExportedModel(path) for path in paths]
     ids = [[c["category_id"] for c in m.classes] for m in models]
     if any(i != ids[0] for i in ids):
         raise UserError("the models were trained on different class vocabularies; they cannot be averaged")
+    check_same_classes(models[0].classes, os.path.join(models[0].path, "assets.extra"), data_dir)
     return models
 
 
@@ -160,10 +162,11 @@ def predict_segments(model_paths: Sequence[str], data_dir: str, output: str, spl
                      k: int = SEGMENT_K, drop_first: int = 0, drop_last: int = 0, videos_per_batch: int = 8,
                      progress: bool = True) -> int:
     """Writes the 2019 challenge's `Class,Segments` file; returns the number of segments scored."""
-    models = load_models(model_paths)
+    models = load_models(model_paths, data_dir)
     recipe = models[0].recipe
     topk = SegmentTopK(len(models[0].classes), k=k)
     count = 0
+    bar = Progress("segments") if progress else None
     for videos in data.video_segment_dataset(data_dir, split, videos_per_batch=videos_per_batch,
                                              max_frames=recipe.data.max_frames, drop_first=drop_first,
                                              drop_last=drop_last):
@@ -174,10 +177,10 @@ def predict_segments(model_paths: Sequence[str], data_dir: str, output: str, spl
             continue
         topk.update(keys, average_models([m.segment_scores(segments) for m in models]))
         count += len(keys)
-        if progress:
-            print(f"\r{count} segments", end="", flush=True)
-    if progress:
-        print()
+        if bar is not None:
+            bar.update(len(keys))
+    if bar is not None:
+        bar.close()
     write_segment_submission(output, topk, [c["category_id"] for c in models[0].classes])
     return count
 
@@ -185,7 +188,7 @@ def predict_segments(model_paths: Sequence[str], data_dir: str, output: str, spl
 def predict_videos(model_paths: Sequence[str], data_dir: str, output: str, split: str = "test",
                    top_k: int = 20, videos_per_batch: int = 32) -> int:
     """Writes the 2nd challenge's `VideoId,LabelConfidencePairs` file; returns the number of videos."""
-    models = load_models(model_paths)
+    models = load_models(model_paths, data_dir)
     recipe = models[0].recipe
     count = 0
     with VideoSubmissionWriter(output, [c["category_id"] for c in models[0].classes], top_k=top_k) as writer:

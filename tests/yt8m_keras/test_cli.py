@@ -30,7 +30,7 @@ def test_user_errors_are_one_line(cdiscount_raw, tmp_path, capsys, argv, message
 def test_non_empty_output_needs_overwrite(cdiscount_raw, cdiscount_data, capsys):
     out, _ = cdiscount_data
     assert main(["convert", "bson", "--input", cdiscount_raw["train"], "--output", out]) == 2
-    assert _error_line(capsys) == f"error: output directory {out} is not empty (pass --overwrite to replace it)"
+    assert _error_line(capsys).startswith(f"error: output directory {out} is not empty (pass --overwrite")
 
 
 def test_sample_then_convert(tmp_path, capsys):

@@ -10,6 +10,7 @@ wrong type is one UserError naming the key.
 """
 
 import dataclasses
+import math
 import os
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -19,6 +20,35 @@ import yaml
 from tfrecords import UserError
 
 RECIPES_DIR = os.path.dirname(__file__)
+# Seeds feed NumPy and TensorFlow generators, which take unsigned 32-bit seeds.
+MAX_SEED = 2**32 - 1
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses aliases.
+
+    A few nested anchors and aliases (a "billion laughs" document) expand into gigabytes
+    when the recipe is validated and saved; recipes never need them.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in recipes", mark)
+        return super().compose_node(parent, index)
+
+
+def yaml_error(error: yaml.YAMLError) -> str:
+    """A YAML error as one line: the problem and where (PyYAML's own message spans lines)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{getattr(error, 'problem', None) or error}{where}"
+
+
+def safe_load(text):
+    """Parses recipe YAML (a string or a text stream): `yaml.safe_load` without aliases."""
+    return yaml.load(text, Loader=_RecipeLoader)  # nosec: a SafeLoader subclass
+
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SCHEDULES = ("step", "warmup_linear")
 
@@ -174,9 +204,9 @@ def parse_set(assignments: Sequence[str]) -> Dict:
         if not sep or not key:
             raise UserError(f"--set expects key=value, got {assignment!r}")
         try:
-            value = yaml.safe_load(text)
+            value = safe_load(text)
         except yaml.YAMLError as e:
-            raise UserError(f"--set {key}: value is not valid YAML: {e}") from None
+            raise UserError(f"--set {key}: value is not valid YAML: {yaml_error(e)}") from None
         node = overrides
         *parents, leaf = key.split(".")
         for part in parents:
@@ -198,11 +228,7 @@ def recipe_path(name: str) -> Tuple[str, Optional[str]]:
 def load_recipe(name: str, overrides: Sequence[str] = ()) -> Recipe:
     """Loads `name[:variant]`, applies `--set` overrides and validates every field."""
     path, variant = recipe_path(name)
-    with open(path) as f:
-        try:
-            values = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{path} is not valid YAML: {e}") from None
+    values = read_yaml(path)
     if not isinstance(values, dict):
         raise UserError(f"{path}: a recipe is a mapping of sections")
     variants = {key: values.pop(key) for key in ("tiny",) if key in values}
@@ -217,6 +243,21 @@ def load_recipe(name: str, overrides: Sequence[str] = ()) -> Recipe:
     return recipe
 
 
+def read_yaml(path: str):
+    """A recipe file's contents; a file that is not UTF-8 or not valid YAML is one UserError."""
+    import tensorflow as tf  # gfile: recipes saved in model directories may be on gs://
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text: {e}") from None
+    try:
+        return safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML: {yaml_error(e)}") from None
+
+
 def recipe_from_dict(values: Mapping) -> Recipe:
     """Rebuilds a Recipe from `Recipe.to_dict()` (the copy saved in a model directory)."""
     recipe = _build(Recipe, values, "")
@@ -224,22 +265,51 @@ def recipe_from_dict(values: Mapping) -> Recipe:
     return recipe
 
 
+def _check_finite(config, prefix: str) -> None:
+    """Every float of a section (and of its lists and mappings) is finite: `nan` trains NaN weights."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"recipe key {prefix}.{field.name}: must be a finite number, got {v}")
+
+
 def _check_values(recipe: Recipe) -> None:
-    t = recipe.training
-    positive = {"training.batch_size": t.batch_size, "training.accumulation_steps": t.accumulation_steps,
-                "training.epochs": t.epochs, "training.steps_per_epoch": t.steps_per_epoch,
-                "training.backup_every_steps": t.backup_every_steps, "data.image_size": recipe.data.image_size,
-                "export.top_k": recipe.export.top_k}
-    for key, value in positive.items():
-        if value < 1:
-            raise UserError(f"recipe key {key}: must be at least 1, got {value}")
+    t, d = recipe.training, recipe.data
+    for section in ("data", "training", "export"):
+        _check_finite(getattr(recipe, section), section)
+    at_least = {
+        1: {"training.batch_size": t.batch_size, "training.accumulation_steps": t.accumulation_steps,
+            "training.epochs": t.epochs, "training.steps_per_epoch": t.steps_per_epoch,
+            "training.backup_every_steps": t.backup_every_steps, "data.image_size": d.image_size,
+            "export.top_k": recipe.export.top_k, "data.shuffle_buffer": d.shuffle_buffer,
+            "data.max_frames": d.max_frames},
+        0: {"training.seed": t.seed, "data.context_frames": d.context_frames,
+            "training.warmup_epochs": t.warmup_epochs, "training.clipnorm": t.clipnorm,
+            "data.negative_weight": d.negative_weight},
+    }
+    for minimum, values in at_least.items():
+        for key, value in values.items():
+            if value < minimum:
+                raise UserError(f"recipe key {key}: must be at least {minimum}, got {value}")
+    if t.validation_steps is not None and t.validation_steps < 1:
+        raise UserError(f"recipe key training.validation_steps: must be at least 1, got {t.validation_steps}")
+    if t.seed > MAX_SEED:
+        raise UserError(f"recipe key training.seed: must be at most {MAX_SEED}, got {t.seed}")
     if t.schedule not in SCHEDULES:
         raise UserError(f"recipe key training.schedule: one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
-    if not 0 <= recipe.data.holdout_fraction < 1:
-        raise UserError(f"recipe key data.holdout_fraction: must be in [0, 1), got {recipe.data.holdout_fraction}")
+    if not 0 <= d.holdout_fraction < 1:
+        raise UserError(f"recipe key data.holdout_fraction: must be in [0, 1), got {d.holdout_fraction}")
     if t.precision not in PRECISIONS:
         raise UserError(f"recipe key training.precision: one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if 0 not in t.stages:
         raise UserError("recipe key training.stages: must say which stage epoch 0 trains")
-    if t.learning_rate <= 0:
-        raise UserError(f"recipe key training.learning_rate: must be positive, got {t.learning_rate}")
+    if any(epoch < 0 for epoch in list(t.stages) + list(t.lr_decay_epochs)):
+        raise UserError("recipe keys training.stages and training.lr_decay_epochs: epochs must be >= 0")
+    for key, value in {"training.learning_rate": t.learning_rate, "training.lr_decay_factor": t.lr_decay_factor}.items():
+        if value <= 0:
+            raise UserError(f"recipe key {key}: must be positive, got {value}")
+    for prefix, value in t.lr_multipliers.items():  # 0 freezes those variables
+        if value < 0:
+            raise UserError(f"recipe key training.lr_multipliers.{prefix}: must be >= 0, got {value}")
