@@ -30,7 +30,7 @@ from beam_jobs.bson_index import build_index, read_documents
 from beam_jobs.cdiscount_products import decode_product, split_rank, validation_count
 from tfrecords import cdiscount_product
 from tfrecords.manifest import shard_name
-from yt8m_keras.sample import cdiscount as sample
+from yt8m_keras.competitions.cdiscount import sample
 
 
 def make_bson(path: str, megabytes: int, classes: int = 50, pool_per_class: int = 8, seed: int = 0) -> int:

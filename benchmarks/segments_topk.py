@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from yt8m_keras.segment_topk import SegmentTopK, average_models
+from yt8m_keras.competitions.youtube8m.topk import SegmentTopK, average_models
 
 CHECK_CLASSES = 3  # classes whose top K both approaches save, to compare.
 INT16_SCALE = 32767  # scores in [0, 1) -> int16, as a memmap of quantised scores does.

@@ -62,10 +62,10 @@ import tensorflow as tf
 
 from tfrecords import cdiscount_product as kind
 from yt8m_keras.accumulation import GradientAccumulationOptimizer
-from yt8m_keras.data.augment import decode
-from yt8m_keras.data.cdiscount import AUTOTUNE, image_dataset, records, shard_files
+from yt8m_keras.data.images import decode
+from yt8m_keras.competitions.cdiscount.input import AUTOTUNE, image_dataset, records, shard_files
 from yt8m_keras.models.xception import build_xception
-from yt8m_keras.tasks import cdiscount as task
+from yt8m_keras.competitions.cdiscount import task
 
 ACCUMULATION_COST_GOAL = 0.05
 PIPELINE_RATIO_GOAL = 0.9
@@ -154,7 +154,7 @@ def measure_training(variant: str, image_size: int, batch_size: int, accumulatio
 def sample_data(workdir: str, products: int, num_shards: int) -> str:
     """A converted sample dataset, generated and converted on the first run only."""
     from beam_jobs import bson_to_tfrecords
-    from yt8m_keras.sample.cdiscount import write_sample
+    from yt8m_keras.competitions.cdiscount.sample import write_sample
 
     data_dir = os.path.join(workdir, f"cdiscount-{products}p-{num_shards}shards")
     if os.path.exists(os.path.join(data_dir, "manifest.json")):

@@ -31,7 +31,7 @@ import tensorflow_datasets as tfds
 from tfrecords import yt8m_frame as kind
 from tfrecords.manifest import MANIFEST, compression_type, read_manifest, shard_name, shard_paths, write_manifest
 from yt8m_keras.data.shards import records
-from yt8m_keras.data.yt8m import (flatten_segments, segment_inference_dataset, video_dataset,
+from yt8m_keras.competitions.youtube8m.input import (flatten_segments, segment_inference_dataset, video_dataset,
                                   video_segment_dataset)
 
 SPLIT = "test"

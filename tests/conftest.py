@@ -15,7 +15,7 @@ BEAM_TEST_ARGS = ["--runner=FnApiRunner"]
 @pytest.fixture(scope="session")
 def cdiscount_raw(tmp_path_factory):
     """train.bson (120 labelled products, 4 classes), test.bson and category_names.csv."""
-    from yt8m_keras.sample import cdiscount
+    from yt8m_keras.competitions.cdiscount import sample as cdiscount
 
     return cdiscount.write_sample(str(tmp_path_factory.mktemp("raw")), products=120, classes=4, seed=0)
 
@@ -72,7 +72,7 @@ YT8M_TINY = ["data.max_frames=48", "training.batch_size=8", "training.steps_per_
 def yt8m_data(tmp_path_factory):
     """Sample YouTube-8M records converted to the segment vocabulary: (data_dir, raw paths)."""
     from beam_jobs import frames_to_tfrecords
-    from yt8m_keras.sample import yt8m
+    from yt8m_keras.competitions.youtube8m import sample as yt8m
 
     raw = yt8m.write_sample(str(tmp_path_factory.mktemp("yt8m_raw")), videos=120, classes=8, segment_classes=4,
                             seed=0, min_frames=20, max_frames=45)

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tfrecords import UserError
 from tfrecords.manifest import write_classes
-from yt8m_keras.tasks import get_task
+from yt8m_keras.competitions import get_task
 from yt8m_keras.train import load_trained, save_recipe
 
 WARMUP_FILE = "tf_serving_warmup_requests"

@@ -28,7 +28,7 @@ from tfrecords import UserError
 from tfrecords.manifest import read_classes, write_classes, write_text_atomic
 from yt8m_keras.accumulation import GradientAccumulationOptimizer
 from yt8m_keras.recipes import Recipe, TrainingConfig, read_yaml, recipe_from_dict
-from yt8m_keras.tasks import get_task
+from yt8m_keras.competitions import get_task
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 RECIPE_FILE = "recipe.yaml"

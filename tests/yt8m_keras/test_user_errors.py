@@ -202,7 +202,7 @@ def test_export_of_a_damaged_weights_file(trained_run, tmp_path, capsys):
 
 def test_predict_output_in_a_missing_directory_is_checked_first(exported, cdiscount_data, tmp_path, capsys,
                                                                   monkeypatch):
-    from yt8m_keras import predict
+    from yt8m_keras.competitions.cdiscount import predict
 
     monkeypatch.setattr(predict, "load_served", lambda *a: pytest.fail("predicted before checking --output"))
     output = str(tmp_path / "missing" / "submission.csv")

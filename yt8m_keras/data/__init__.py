@@ -1,1 +1,1 @@
-"""tf.data input pipelines, one module per record kind: parse -> decode -> augment -> batch."""
+"""Shared input pieces: shard reading and image decoding (a competition's streams live in its folder)."""

@@ -5,8 +5,9 @@ import pytest
 import tensorflow as tf
 
 from tfrecords import UserError
-from yt8m_keras.data.augment import augment, decode
-from yt8m_keras.data.cdiscount import image_dataset, product_dataset
+from yt8m_keras.competitions.cdiscount.augment import augment
+from yt8m_keras.data.images import decode
+from yt8m_keras.competitions.cdiscount.input import image_dataset, product_dataset
 
 SIZE = 64
 

@@ -3,8 +3,8 @@ import csv
 import pytest
 
 from tfrecords import UserError
-from yt8m_keras.combine import RULES
-from yt8m_keras.predict import evaluate, predict
+from yt8m_keras.competitions.cdiscount.combine import RULES
+from yt8m_keras.competitions.cdiscount.predict import evaluate, predict
 
 
 def test_evaluate_table_has_every_rule_with_and_without_tta(trained_run, cdiscount_data):

@@ -10,11 +10,11 @@ import tensorflow as tf
 from tfrecords import UserError
 from tfrecords import yt8m_frame as kind
 from yt8m_keras import train as trainer
-from yt8m_keras import yt8m_predict
+from yt8m_keras.competitions.youtube8m import predict as yt8m_predict
 from yt8m_keras.cli import main
 from yt8m_keras.export import export
 from yt8m_keras.recipes import load_recipe
-from yt8m_keras.segment_topk import read_segment_submission, read_video_submission
+from yt8m_keras.competitions.youtube8m.topk import read_segment_submission, read_video_submission
 
 
 def _records(data_dir, split, n):

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from yt8m_keras.yt8m_metrics import (
+from yt8m_keras.competitions.youtube8m.metrics import (
     VideoMetrics,
     average_precision,
     class_average_precisions,

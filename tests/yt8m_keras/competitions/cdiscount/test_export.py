@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from tfrecords import UserError, cdiscount_product as kind
-from yt8m_keras.combine import combine
-from yt8m_keras.data.augment import decode
+from yt8m_keras.competitions.cdiscount.combine import combine
+from yt8m_keras.data.images import decode
 from yt8m_keras.export import WARMUP_FILE, export
 from yt8m_keras.train import load_trained
 

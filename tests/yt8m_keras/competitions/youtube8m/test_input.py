@@ -7,7 +7,7 @@ import tensorflow as tf
 from tfrecords import UserError
 from tfrecords import yt8m_frame as kind
 from tfrecords.manifest import shard_name, write_manifest
-from yt8m_keras.data.yt8m import (flatten_segments, segment_dataset, segment_inference_dataset, video_dataset,
+from yt8m_keras.competitions.youtube8m.input import (flatten_segments, segment_dataset, segment_inference_dataset, video_dataset,
                                   video_segment_dataset)
 
 NUM_CLASSES = 6

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from yt8m_keras.sample import yt8m
+from yt8m_keras.competitions.youtube8m import sample as yt8m
 
 # The official layout, spelled out here rather than imported, so the sample is checked
 # against the format itself and not against our own reader.

@@ -44,7 +44,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from yt8m_keras.yt8m_metrics import top_k_classes
+from yt8m_keras.competitions.youtube8m.metrics import top_k_classes
 
 DEFAULT_K = 100_000  # The 2019 challenge: 100,000 segments per class.
 DEFAULT_MERGE_SLACK = 0.25

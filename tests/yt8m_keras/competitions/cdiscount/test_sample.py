@@ -5,7 +5,7 @@ import bson
 import numpy as np
 import tensorflow as tf
 
-from yt8m_keras.sample import cdiscount
+from yt8m_keras.competitions.cdiscount import sample as cdiscount
 
 
 def _digest(path):

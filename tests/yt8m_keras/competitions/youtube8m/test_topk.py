@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from yt8m_keras import segment_topk
-from yt8m_keras.segment_topk import (
+from yt8m_keras.competitions.youtube8m import topk as segment_topk
+from yt8m_keras.competitions.youtube8m.topk import (
     SegmentTopK,
     VideoSubmissionWriter,
     average_models,
@@ -15,7 +15,7 @@ from yt8m_keras.segment_topk import (
     write_segment_submission,
     write_video_submission,
 )
-from yt8m_keras.yt8m_metrics import ranked_segment_map_at_k, segment_map_at_k
+from yt8m_keras.competitions.youtube8m.metrics import ranked_segment_map_at_k, segment_map_at_k
 
 
 def brute_force(keys, scores, k):

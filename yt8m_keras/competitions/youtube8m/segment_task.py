@@ -24,12 +24,12 @@ import tensorflow as tf
 
 from tfrecords import UserError
 from tfrecords import yt8m_frame as kind
-from yt8m_keras.data import yt8m as data
+from yt8m_keras.competitions.youtube8m import input as data
 from yt8m_keras.models.segment import (SEGMENT_INPUT_NAMES, VIDEO_INPUT_NAMES, clone_encoder,
                                        video_embedding_model)
 from yt8m_keras.recipes import ModelConfig
-from yt8m_keras.tasks import build_registered
-from yt8m_keras.tasks.yt8m_video import (FRAME_KEYS, class_ids, frame_specs, read_manifest, set_stage, top_k,
+from yt8m_keras.models import build_registered
+from yt8m_keras.competitions.youtube8m.video_task import (FRAME_KEYS, class_ids, frame_specs, read_manifest, set_stage, top_k,
                                          warmup_record)
 
 KIND = kind

@@ -1,4 +1,4 @@
-"""Image preprocessing of the Cdiscount seed: decode, resize, random crop, flip.
+"""Image augmentation of the Cdiscount seed: resize, random crop, flip.
 
 Randomness is stateless and keyed by (seed, position in the stream), so a pipeline
 gives the same images whatever its parallelism, and a resumed run the same images
@@ -11,13 +11,6 @@ import tensorflow as tf
 CROP_SCALE = 200 / 180
 CROP_PROBABILITY = 0.75
 FLIP_PROBABILITY = 0.5
-
-
-def decode(jpeg: tf.Tensor, image_size: int) -> tf.Tensor:
-    """JPEG bytes -> float32 [image_size, image_size, 3] pixels in [0, 255]."""
-    image = tf.io.decode_jpeg(jpeg, channels=3)
-    image = tf.image.resize(image, [image_size, image_size])
-    return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
 def augment(image: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tensor:

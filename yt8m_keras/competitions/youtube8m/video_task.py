@@ -15,8 +15,8 @@ import tensorflow as tf
 from tfrecords import UserError
 from tfrecords import yt8m_frame as kind
 from tfrecords.manifest import read_manifest as _read_manifest
-from yt8m_keras.data import yt8m as data
-from yt8m_keras.tasks import build_registered
+from yt8m_keras.competitions.youtube8m import input as data
+from yt8m_keras.models import build_registered
 
 KIND = kind
 # Area under the precision-recall curve over all (video, class) pairs: a streaming

@@ -21,9 +21,9 @@ import tensorflow as tf
 from tfrecords import UserError
 from tfrecords import cdiscount_product as kind
 from tfrecords.manifest import check_same_classes, read_classes
-from yt8m_keras.combine import RULES, average_tta, combine, combine_all, parse_rule
-from yt8m_keras.data.augment import augment
-from yt8m_keras.data.cdiscount import product_dataset
+from yt8m_keras.competitions.cdiscount.combine import RULES, average_tta, combine, combine_all, parse_rule
+from yt8m_keras.competitions.cdiscount.augment import augment
+from yt8m_keras.competitions.cdiscount.input import product_dataset
 from yt8m_keras.progress import Progress
 
 

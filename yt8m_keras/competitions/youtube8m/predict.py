@@ -21,11 +21,11 @@ import tensorflow as tf
 from tfrecords import UserError
 from tfrecords import yt8m_frame as kind
 from tfrecords.manifest import check_same_classes, read_classes
-from yt8m_keras.data import yt8m as data
+from yt8m_keras.competitions.youtube8m import input as data
 from yt8m_keras.progress import Progress
 from yt8m_keras.recipes import read_yaml, recipe_from_dict
-from yt8m_keras.segment_topk import SegmentTopK, VideoSubmissionWriter, average_models, write_segment_submission
-from yt8m_keras.yt8m_metrics import SEGMENT_K, VideoMetrics, segment_map_at_k
+from yt8m_keras.competitions.youtube8m.topk import SegmentTopK, VideoSubmissionWriter, average_models, write_segment_submission
+from yt8m_keras.competitions.youtube8m.metrics import SEGMENT_K, VideoMetrics, segment_map_at_k
 
 FRAME_KEYS = (kind.RGB, kind.AUDIO, "mask")
 SEGMENT_KEYS = ("segment_rgb", "segment_audio", "segment_mask")

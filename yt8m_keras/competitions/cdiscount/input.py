@@ -18,8 +18,8 @@ import tensorflow as tf
 
 from tfrecords import cdiscount_product as kind
 from tfrecords.manifest import compression_type, read_manifest, shard_paths
-from yt8m_keras.data.augment import augment as augment_image
-from yt8m_keras.data.augment import decode
+from yt8m_keras.competitions.cdiscount.augment import augment as augment_image
+from yt8m_keras.data.images import decode
 from yt8m_keras.data.shards import deterministic, records
 
 AUTOTUNE = tf.data.AUTOTUNE

@@ -1,7 +1,7 @@
 """The Cdiscount task: one product, 1-4 JPEGs, one of thousands of categories.
 
 Trained per image (each image carries its product's label); evaluated and predicted
-per product by combining the predictions of its images (`yt8m_keras.combine`).
+per product by combining the predictions of its images (`combine.py`).
 """
 
 from typing import Dict, List
@@ -13,11 +13,11 @@ import tensorflow as tf
 from tfrecords import UserError
 from tfrecords import cdiscount_product as kind
 from tfrecords.manifest import read_manifest as _read_manifest
-from yt8m_keras.combine import parse_rule
-from yt8m_keras.data import cdiscount as data
-from yt8m_keras.data.augment import decode
+from yt8m_keras.competitions.cdiscount.combine import parse_rule
+from yt8m_keras.competitions.cdiscount import input as data
+from yt8m_keras.data.images import decode
 from yt8m_keras.models.xception import set_trainable_stage
-from yt8m_keras.tasks import build_registered
+from yt8m_keras.models import build_registered
 
 KIND = kind
 MONITOR = "val_accuracy"

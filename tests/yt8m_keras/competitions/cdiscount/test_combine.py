@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from yt8m_keras.combine import (
+from yt8m_keras.competitions.cdiscount.combine import (
     RULES,
     average_tta,
     combine,

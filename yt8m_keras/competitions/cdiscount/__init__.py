@@ -1,0 +1,7 @@
+"""Cdiscount Image Classification (Kaggle 2017): BSON products, Xception, per-product combining.
+
+Files: `task.py` (trainer and exporter), `input.py` (tf.data), `augment.py` (the seed's
+augmentation), `combine.py` (per-product rules), `predict.py` (evaluation, submission),
+`sample.py` (sample BSON), `quickstart.py`.
+`competition.py` is what the registry (`yt8m_keras.competitions`) loads.
+"""

@@ -1,1 +1,0 @@
-"""Sample data generators, one module per raw format (`yt8m-keras sample NAME`)."""
