@@ -14,6 +14,7 @@ from tfrecords.errors import ArgumentParser, UserError, run_main
 # name -> module; explicit, so nothing registers itself as an import side effect.
 KINDS = {
     "cdiscount_product": "tfrecords.cdiscount_product",
+    "melanoma_image": "tfrecords.melanoma_image",
     "yt8m_frame": "tfrecords.yt8m_frame",
     "yt8m_video": "tfrecords.yt8m_video",
 }

@@ -80,9 +80,7 @@ def _kill_and_rerun(references, key, point, tmp_path):
 
 @pytest.mark.parametrize("key,point", [
     ("cdiscount", "batch:7"),  # mid-epoch of the second epoch, resumed mid-accumulation (backup at 5)
-    ("cdiscount", "epoch_logged:1"),  # the epoch's log row written, its backup not
     ("youtube8m", "batch:5"),  # mid-epoch of the second epoch (backup at 4)
-    ("youtube8m", "validation:1"),
 ])
 def test_kill_and_rerun_ends_as_uninterrupted(references, key, point, tmp_path):
     _kill_and_rerun(references, key, point, tmp_path)
@@ -90,6 +88,8 @@ def test_kill_and_rerun_ends_as_uninterrupted(references, key, point, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key,point", [
+    ("cdiscount", "epoch_logged:1"),  # the epoch's log row written, its backup not
+    ("youtube8m", "validation:1"),
     ("cdiscount", "epoch_saved:0"),
     ("cdiscount", "validation:2"),
     ("cdiscount", "batch:10"),  # third epoch, right after the backup at 10
@@ -104,6 +104,7 @@ def test_kill_and_rerun_ends_as_uninterrupted_slow(references, key, point, tmp_p
     _kill_and_rerun(references, key, point, tmp_path)
 
 
+@pytest.mark.slow
 def test_damaged_backup_falls_back_to_the_previous_one(references, tmp_path):
     recipe, data, whole = references["cdiscount"]
     cut = str(tmp_path / "cut")

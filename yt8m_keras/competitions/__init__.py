@@ -30,6 +30,8 @@ A task module (one per `task:` value) provides what the one trainer and the one 
 
     MONITOR, MONITOR_MODE   the validation metric of the best checkpoint ("max"/"min").
     read_manifest(data_dir) the manifest, checked for the task's record kind.
+    read_classes(data_dir)  the class rows (class_index, category_id, ...): usually the data's
+                            classes.csv (`tfrecords.manifest.read_classes`).
     build_model(recipe, num_classes), set_stage(model, stage), compile_args()
     train_dataset(recipe, data_dir, global_batch, skip_batches=0)   endless, deterministic
     val_dataset(recipe, data_dir, global_batch)
@@ -53,6 +55,7 @@ from tfrecords import UserError
 
 COMPETITIONS: Dict[str, str] = {
     "cdiscount": "yt8m_keras.competitions.cdiscount.competition",
+    "melanoma": "yt8m_keras.competitions.melanoma.competition",
     "youtube8m": "yt8m_keras.competitions.youtube8m.competition",
 }
 # Other accepted names (older command lines say `quickstart --recipe yt8m`).

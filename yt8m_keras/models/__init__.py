@@ -9,6 +9,7 @@ import math
 
 from tfrecords import UserError
 from yt8m_keras.models.dbof import build_dbof_video_model, build_gated_dbof_video_model
+from yt8m_keras.models.efficientnet import build_efficientnet
 from yt8m_keras.models.nextvlad import build_nextvlad_video_model
 from yt8m_keras.models.segment import build_context_agnostic_segment_model, build_context_aware_segment_model
 from yt8m_keras.models.xception import build_xception
@@ -16,6 +17,8 @@ from yt8m_keras.models.xception import build_xception
 MODELS = {
     # Cdiscount: images -> softmax over categories.
     "xception": build_xception,
+    # Melanoma: images (+ a metadata vector) -> softmax over diagnosis classes.
+    "efficientnet": build_efficientnet,
     # YouTube-8M video level: {rgb, audio, mask} -> sigmoid per class.
     "nextvlad": build_nextvlad_video_model,
     "dbof": build_dbof_video_model,
@@ -64,3 +67,11 @@ def _check_like_default(key: str, value, default) -> None:
                         f"got {value!r}")
     if expected is float and not math.isfinite(value):
         raise UserError(f"recipe key {key}: must be a finite number, got {value}")
+
+
+def apply_stage(set_trainable_stage, model, stage: str) -> None:
+    """Calls a model family's `set_trainable_stage`, with an unknown stage as one UserError."""
+    try:
+        set_trainable_stage(model, stage)
+    except ValueError as e:
+        raise UserError(f"recipe key training.stages: {e}") from None

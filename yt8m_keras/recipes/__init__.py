@@ -50,7 +50,7 @@ def safe_load(text):
     return yaml.load(text, Loader=_RecipeLoader)  # nosec: a SafeLoader subclass
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-SCHEDULES = ("step", "warmup_linear")
+SCHEDULES = ("step", "warmup_linear", "warmup_cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +77,9 @@ class DataConfig:
     context_frames: int = 3
     negative_weight: float = 0.1
     holdout_fraction: float = 0.2
+    # Cross-validation (melanoma): the fold held out for validation, of how many.
+    fold: int = 0
+    folds: int = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,11 +98,14 @@ class TrainingConfig:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     # "step": multiply the rate by lr_decay_factor at each of lr_decay_epochs;
-    # "warmup_linear": rise linearly for warmup_epochs, then fall linearly to 0.
+    # "warmup_linear": rise linearly for warmup_epochs, then fall linearly to 0;
+    # "warmup_cosine": rise linearly from warmup_start x the rate for warmup_epochs, then
+    # follow a cosine to 0 at the last epoch.
     schedule: str = "step"
     lr_decay_epochs: List[int] = dataclasses.field(default_factory=list)
     lr_decay_factor: float = 0.1
     warmup_epochs: float = 0.0
+    warmup_start: float = 0.0
     # Gradient clipping by global norm (0: none), applied to the accumulated gradient.
     clipnorm: float = 0.0
     # Variable path prefix -> learning-rate multiplier (e.g. a segment encoder's lower rate).
@@ -284,8 +290,9 @@ def _check_values(recipe: Recipe) -> None:
             "training.epochs": t.epochs, "training.steps_per_epoch": t.steps_per_epoch,
             "training.backup_every_steps": t.backup_every_steps, "data.image_size": d.image_size,
             "export.top_k": recipe.export.top_k, "data.shuffle_buffer": d.shuffle_buffer,
-            "data.max_frames": d.max_frames},
-        0: {"training.seed": t.seed, "data.context_frames": d.context_frames,
+            "data.max_frames": d.max_frames, "data.folds": d.folds},
+        0: {"training.seed": t.seed, "data.context_frames": d.context_frames, "data.fold": d.fold,
+            "training.warmup_start": t.warmup_start,
             "training.warmup_epochs": t.warmup_epochs, "training.clipnorm": t.clipnorm,
             "data.negative_weight": d.negative_weight},
     }

@@ -46,11 +46,14 @@ def test_toy_competition_flags_and_names_reach_the_cli(toy, capsys):
 
 
 def test_registry_names_and_aliases():
-    assert competitions.names() == ["cdiscount", "youtube8m"]
+    assert competitions.names() == ["cdiscount", "melanoma", "youtube8m"]
     assert competitions.get("yt8m") is competitions.get("youtube8m")
     jobs = competitions.converters()
     assert jobs["bson"] == jobs["cdiscount"] and jobs["frames"] == jobs["youtube8m"] == jobs["yt8m"]
+    assert jobs["melanoma"] == jobs["melanoma_jpeg"] == ("beam_jobs.melanoma_to_tfrecords",
+                                                         "SIIM-ISIC JPEG folders + CSVs (2020, 2019)")
     assert competitions.competition_of_task("yt8m_segment").NAME == "youtube8m"
+    assert competitions.competition_of_task("melanoma").NAME == "melanoma"
 
 
 def _imports(path: pathlib.Path):
@@ -73,7 +76,7 @@ def test_the_shared_core_imports_no_competition():
     assert "yt8m_keras.competitions" in set(_imports(ROOT / "yt8m_keras/cli.py"))  # lazy imports are seen
     offending = [(str(path.relative_to(ROOT)), name) for path in core for name in _imports(path)
                  if name.startswith("yt8m_keras.competitions.")
-                 and name.split(".")[2] in (set(competitions.COMPETITIONS) | {"cdiscount", "youtube8m"})]
+                 and name.split(".")[2] in set(competitions.COMPETITIONS)]
     assert offending == []
 
 

@@ -12,12 +12,13 @@ import tensorflow as tf
 
 from tfrecords import UserError
 from tfrecords import cdiscount_product as kind
+from tfrecords.manifest import read_classes  # noqa: F401 -- the task interface: classes.csv of the data
 from tfrecords.manifest import read_manifest as _read_manifest
 from yt8m_keras.competitions.cdiscount.combine import parse_rule
 from yt8m_keras.competitions.cdiscount import input as data
 from yt8m_keras.data.images import decode
 from yt8m_keras.models.xception import set_trainable_stage
-from yt8m_keras.models import build_registered
+from yt8m_keras.models import apply_stage, build_registered
 
 KIND = kind
 MONITOR = "val_accuracy"
@@ -33,10 +34,7 @@ def build_model(recipe, num_classes: int) -> keras.Model:
 
 
 def set_stage(model: keras.Model, stage: str) -> None:
-    try:
-        set_trainable_stage(model, stage)
-    except ValueError as e:
-        raise UserError(f"recipe key training.stages: {e}") from None
+    apply_stage(set_trainable_stage, model, stage)
 
 
 def compile_args() -> Dict:

@@ -27,10 +27,10 @@ from tfrecords import yt8m_frame as kind
 from yt8m_keras.competitions.youtube8m import input as data
 from yt8m_keras.models.segment import (SEGMENT_INPUT_NAMES, VIDEO_INPUT_NAMES, clone_encoder,
                                        video_embedding_model)
-from yt8m_keras.recipes import ModelConfig
+from yt8m_keras.competitions.youtube8m.video_task import (FRAME_KEYS, class_ids, frame_specs, read_classes,
+                                                          read_manifest, set_stage, top_k, warmup_record)
 from yt8m_keras.models import build_registered
-from yt8m_keras.competitions.youtube8m.video_task import (FRAME_KEYS, class_ids, frame_specs, read_manifest, set_stage, top_k,
-                                         warmup_record)
+from yt8m_keras.recipes import ModelConfig
 
 KIND = kind
 MONITOR = "val_loss"
@@ -38,7 +38,7 @@ MONITOR_MODE = "min"
 INPUT_KEYS = SEGMENT_INPUT_NAMES + VIDEO_INPUT_NAMES
 _EPSILON = 1e-7
 
-__all__ = ["read_manifest", "set_stage", "build_model", "compile_args", "train_dataset", "val_dataset",
+__all__ = ["read_classes", "read_manifest", "set_stage", "build_model", "compile_args", "train_dataset", "val_dataset",
            "serving_signatures", "warmup_inputs", "weighted_bce"]
 
 

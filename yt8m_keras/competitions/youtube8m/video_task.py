@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tfrecords import UserError
 from tfrecords import yt8m_frame as kind
+from tfrecords.manifest import read_classes  # noqa: F401 -- the task interface: classes.csv of the data
 from tfrecords.manifest import read_manifest as _read_manifest
 from yt8m_keras.competitions.youtube8m import input as data
 from yt8m_keras.models import build_registered
