@@ -85,23 +85,14 @@ SITES = ("head/neck", "lower extremity", "oral/genital", "palms/soles", "torso",
 # The 2019 metadata splits the torso; the winners merged it into the 2020 site.
 SITE_ALIASES = {"anterior torso": "torso", "posterior torso": "torso", "lateral torso": "torso"}
 
+# Every key but the two strings is an int64 scalar, MISSING when absent (Deotte's test
+# records have no diagnosis and no target; his shards have none of our extra keys).
+INT_KEYS = (PATIENT_ID, SEX, AGE, SITE, DIAGNOSIS, TARGET, CLASS_INDEX, WIDTH, HEIGHT, FILE_SIZE, PATIENT_IMAGES,
+            SOURCE, FOLD)
 FEATURES = {
     IMAGE: tf.io.FixedLenFeature([], tf.string),
     IMAGE_NAME: tf.io.FixedLenFeature([], tf.string),
-    PATIENT_ID: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    SEX: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    AGE: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    SITE: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    # Deotte's test records have no diagnosis and no target.
-    DIAGNOSIS: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    TARGET: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    CLASS_INDEX: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    FILE_SIZE: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    PATIENT_IMAGES: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    SOURCE: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
-    FOLD: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING),
+    **{key: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING) for key in INT_KEYS},
 }
 
 
@@ -130,11 +121,10 @@ def encode(image: bytes, image_name: str, patient_id: int = MISSING, sex: int = 
         source: SOURCE_2020 or SOURCE_2019.
         fold: the cross-validation fold, MISSING for test images and flagged duplicates.
     """
-    values = {PATIENT_ID: patient_id, SEX: sex, AGE: age_approx, SITE: site, DIAGNOSIS: diagnosis,
-              TARGET: target, CLASS_INDEX: class_index, WIDTH: width, HEIGHT: height, FILE_SIZE: file_size,
-              PATIENT_IMAGES: patient_images, SOURCE: source, FOLD: fold}
+    values = (patient_id, sex, age_approx, site, diagnosis, target, class_index, width, height, file_size,
+              patient_images, source, fold)  # in INT_KEYS order
     feature = {IMAGE: bytes_feature([image]), IMAGE_NAME: bytes_feature([image_name.encode("utf-8")]),
-               **{key: int64_feature([int(value)]) for key, value in values.items()}}
+               **{key: int64_feature([int(value)]) for key, value in zip(INT_KEYS, values)}}
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString(deterministic=True)
 

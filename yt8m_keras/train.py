@@ -423,15 +423,15 @@ def _keep_log_rows_before(log_path: str, epoch: int) -> None:
         return
     with tf.io.gfile.GFile(log_path) as f:
         lines = f.read().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:] if _log_epoch(line) is not None and _log_epoch(line) < epoch]
+    kept = lines[:1] + [line for line in lines[1:] if _log_epoch(line) < epoch]
     if kept != lines:
         write_text_atomic(log_path, "".join(kept) if len(kept) > 1 else "")
 
 
-def _log_epoch(line: str) -> Optional[int]:
-    """The epoch of a CSVLogger row (its first column), None for a row a kill cut short."""
+def _log_epoch(line: str) -> float:
+    """The epoch of a CSVLogger row (its first column); infinite for a row a kill cut short."""
     first = line.split(",", 1)[0]
-    return int(first) if first.isdigit() and line.endswith("\n") else None
+    return int(first) if first.isdigit() and line.endswith("\n") else float("inf")
 
 
 def _read_recipe(model_dir: str) -> Recipe:

@@ -12,7 +12,7 @@ import re
 import keras
 from keras import layers
 
-from yt8m_keras.models.xception import _pretrained_or_not
+from yt8m_keras.models.pretrained import build_application
 
 OUTPUT_NAME = "probabilities"
 IMAGE_INPUT = "image"
@@ -124,7 +124,7 @@ def build_efficientnet(
 def _backbone(variant: str, weights, image_size: int) -> keras.Model:
     kwargs = dict(include_top=False, pooling="avg", input_shape=(image_size, image_size, 3), name=BACKBONE_NAME)
     if variant != "tiny":
-        return _pretrained_or_not(APPLICATIONS[variant], weights, **kwargs)
+        return build_application(APPLICATIONS[variant], weights, **kwargs)
     if weights is not None:
         raise ValueError(f"The 'tiny' variant has no pretrained weights; got weights={weights!r}, expected None.")
     # keras.applications exposes B0-B7 only; its generic constructor builds the same

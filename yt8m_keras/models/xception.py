@@ -5,11 +5,12 @@ copy of the same architecture (variant `"tiny"`) whose layers carry the same nam
 the trainable-stage rules in `set_trainable_stage` apply to both unchanged.
 """
 
-import os
 import re
 
 import keras
 from keras import layers
+
+from yt8m_keras.models.pretrained import build_application
 
 VARIANTS = ("xception", "tiny")
 STAGES = ("top", "blocks10+", "full")
@@ -108,7 +109,7 @@ def build_xception(
 
     input_shape = (image_size, image_size, 3)
     if variant == "xception":
-        backbone = _pretrained_or_not(
+        backbone = build_application(
             keras.applications.Xception,
             weights,
             include_top=False,
@@ -141,26 +142,6 @@ def build_xception(
         num_classes, activation="softmax", dtype="float32", name=OUTPUT_NAME
     )(x)
     return keras.Model(images, probabilities, name=name or f"{variant}_classifier")
-
-
-def _pretrained_or_not(application, weights, **kwargs):
-    """Builds a `keras.applications` model, with download and file errors as ValueErrors.
-
-    `weights="imagenet"` downloads a file on first use; without network Keras raises a
-    bare `Exception` ("URL fetch failure"). Say what to do instead: a local weights file.
-    """
-    if weights not in (None, "imagenet") and not os.path.exists(weights):
-        raise ValueError(f"weights file not found: {weights!r} (use None, 'imagenet' or a path)")
-    try:
-        return application(weights=weights, **kwargs)
-    except Exception as e:  # noqa: BLE001 -- keras.utils.get_file raises a bare Exception
-        if weights != "imagenet":
-            raise
-        raise ValueError(
-            f"weights='imagenet' needs a download of the pretrained file, which failed "
-            f"({type(e).__name__}: {e}); on a machine without network, download it "
-            "elsewhere and pass its path as model.args.weights"
-        ) from None
 
 
 def _tiny_xception_backbone(input_shape):

@@ -83,11 +83,12 @@ def evaluate(model_dir: str, data_dir: str, tta: bool = False, batch_size: int =
     Writes the out-of-fold predictions to `model_dir/oof.csv` (image_name, fold, target,
     source, melanoma, then the 9 probabilities).
     """
+    from yt8m_keras.competitions.melanoma.task import uses_metadata
     from yt8m_keras.train import load_trained
 
     recipe, _, model = load_trained(model_dir)
     d = recipe.data
-    with_metadata = recipe.model.args.get("metadata_dim", 1) != 0
+    with_metadata = uses_metadata(recipe)
 
     def predict_fn(images, meta):
         inputs = {"image": images, **({"metadata": meta} if with_metadata else {})}
