@@ -265,10 +265,8 @@ def plan_chunks(paths: List[str], indexes: List[np.ndarray], num_shards: Optiona
 
 
 def _parser(prog: str) -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=prog, description="Convert Cdiscount BSON files to sharded cdiscount_product TFRecords. "
-        "Flags not listed here are Beam pipeline options (--runner, --project, --region, "
-        "--temp_location, --setup_file, ...).")
+    parser = common.job_parser(
+        prog, "Convert Cdiscount BSON files to sharded cdiscount_product TFRecords.")
     parser.add_argument("--input", action="append", required=True, metavar="BSON",
                         help="a BSON file (local or gs://); repeat for train.bson and test.bson")
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")

@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from apache_beam.metrics import Metrics
 
-from tfrecords import UserError, run_main
+from tfrecords import ArgumentParser, UserError, run_main
 from tfrecords.manifest import MANIFEST, REJECTED, join, shard_name, write_manifest
 
 TMP = "_tmp"
@@ -42,6 +42,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Tuple[ar
     if unknown:
         raise UserError(f"unrecognized arguments: {' '.join(unknown)}")
     return args, rest
+
+
+def job_parser(prog: str, purpose: str) -> ArgumentParser:
+    """A job's flag parser whose help says what the job does and that other flags go to Beam."""
+    return ArgumentParser(prog=prog, description=f"{purpose} Flags not listed here are Beam pipeline options "
+                          "(--runner, --project, --region, --temp_location, --setup_file, ...).")
 
 
 def unknown_pipeline_args(pipeline_args: Sequence[str]) -> List[str]:

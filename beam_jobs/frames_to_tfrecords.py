@@ -180,10 +180,9 @@ def _classes(vocabulary, classes, max_label: int) -> List[Dict]:
 
 
 def _parser(prog: str) -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=prog, description="Reshard, filter, remap or convert YouTube-8M frame-level TFRecords "
-        "(official or MediaPipe) to sharded yt8m_frame TFRecords. Flags not listed here are Beam "
-        "pipeline options (--runner, --project, --region, --temp_location, --setup_file, ...).")
+    parser = common.job_parser(
+        prog, "Reshard, filter, remap or convert YouTube-8M frame-level TFRecords (official or MediaPipe) to "
+        "sharded yt8m_frame TFRecords.")
     parser.add_argument("--input", action="append", required=True, metavar="PATTERN",
                         help="input files, a glob (local or gs://, quote it); repeat for more")
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")

@@ -364,11 +364,9 @@ def _write_rows(output: str, elements: List[Dict]) -> str:
 
 
 def _parser(prog: str) -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=prog, description="Convert SIIM-ISIC melanoma JPEGs and CSVs (2020, optionally ISIC 2019) to "
-        "melanoma_image TFRecords in Chris Deotte's layout, with triple-stratified folds and near-duplicates "
-        "flagged. Flags not listed here are Beam pipeline options (--runner, --project, --region, "
-        "--temp_location, --setup_file, ...).")
+    parser = common.job_parser(
+        prog, "Convert SIIM-ISIC melanoma JPEGs and CSVs (2020, optionally ISIC 2019) to melanoma_image TFRecords "
+        "in Chris Deotte's layout, with triple-stratified folds and near-duplicates flagged.")
     parser.add_argument("--csv", action="append", required=True, metavar="CSV",
                         help="train.csv (has a target column) or test.csv; repeat, each with its --images")
     parser.add_argument("--images", action="append", required=True, metavar="DIR",

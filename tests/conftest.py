@@ -98,3 +98,33 @@ def yt8m_pretrained(yt8m_data, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("yt8m_video"))
     train(load_recipe("yt8m_nextvlad:tiny", YT8M_TINY), yt8m_data[0], model_dir, verbose=0)
     return model_dir
+
+
+# The tiny taxonomy recipe made smaller still: a few steps of a tiny T5.
+TAXONOMY_TINY = ["training.batch_size=16", "training.steps_per_epoch=12", "training.epochs=2",
+                 "training.backup_every_steps=6", "training.warmup_epochs=0.5"]
+
+
+@pytest.fixture(scope="session")
+def taxonomy_data(tmp_path_factory):
+    """Sample datathon lines (400) converted by the Beam job: (data_dir, raw paths)."""
+    from beam_jobs import taxonomy_to_tfrecords
+    from yt8m_keras.competitions.taxonomy.sample import write_sample
+
+    raw = write_sample(str(tmp_path_factory.mktemp("taxonomy_raw")), products=400, seed=0)
+    out = str(tmp_path_factory.mktemp("taxonomy_data"))
+    taxonomy_to_tfrecords.run(["--features", raw["train_features"], "--labels", raw["train_labels"],
+                               "--features", raw["test_features"], "--output", out, "--vocab-size", "400",
+                               "--overwrite", *BEAM_TEST_ARGS])
+    return out, raw
+
+
+@pytest.fixture(scope="session")
+def taxonomy_run(taxonomy_data, tmp_path_factory):
+    """A tiny T5 trained a few steps on the sample: its model directory."""
+    from yt8m_keras.recipes import load_recipe
+    from yt8m_keras.train import train
+
+    model_dir = str(tmp_path_factory.mktemp("taxonomy_run"))
+    train(load_recipe("taxonomy_t5:tiny", TAXONOMY_TINY), taxonomy_data[0], model_dir, verbose=0)
+    return model_dir

@@ -13,8 +13,10 @@ from tfrecords.errors import ArgumentParser, UserError, run_main
 
 # name -> module; explicit, so nothing registers itself as an import side effect.
 KINDS = {
+    "avito_ad": "tfrecords.avito_ad",
     "cdiscount_product": "tfrecords.cdiscount_product",
     "melanoma_image": "tfrecords.melanoma_image",
+    "product_text": "tfrecords.product_text",
     "yt8m_frame": "tfrecords.yt8m_frame",
     "yt8m_video": "tfrecords.yt8m_video",
 }

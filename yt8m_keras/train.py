@@ -98,6 +98,39 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "start": self.start}
 
 
+class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
+    """ULMFiT's slanted triangular rate: a short linear rise to `peak`, then a long linear fall.
+
+    Howard & Ruder (2018): the rise takes `cut_fraction` of the run; the rate goes from and
+    back to `peak / ratio`.
+
+    Args:
+        peak: the highest rate.
+        total_steps: optimizer updates of the whole run.
+        cut_fraction: the share of the run spent rising.
+        ratio: how much smaller than `peak` the lowest rate is.
+
+    Example:
+        >>> schedule = SlantedTriangular(1e-2, total_steps=1000)
+        >>> float(schedule(100))  # 1e-2, the peak at 10 % of the run
+    """
+
+    def __init__(self, peak: float, total_steps: int, cut_fraction: float = 0.1, ratio: float = 32.0):
+        self.peak, self.total_steps, self.cut_fraction, self.ratio = peak, total_steps, cut_fraction, ratio
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        cut = max(self.total_steps * self.cut_fraction, 1.0)
+        rising = step / cut
+        falling = 1.0 - (step - cut) / max(cut * (1.0 / max(self.cut_fraction, 1e-6) - 1.0), 1.0)
+        p = keras.ops.clip(keras.ops.where(step < cut, rising, falling), 0.0, 1.0)
+        return self.peak * (1.0 + p * (self.ratio - 1.0)) / self.ratio
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "cut_fraction": self.cut_fraction,
+                "ratio": self.ratio}
+
+
 def with_lr_multipliers(optimizer: keras.optimizers.Optimizer, multipliers: Dict[str, float]):
     """Gives the variables whose path starts with a prefix their own learning rate.
 
@@ -158,6 +191,10 @@ def make_optimizer(training: TrainingConfig) -> keras.optimizers.Optimizer:
     elif training.schedule == "warmup_cosine":
         rate = WarmupCosineDecay(rate, round(training.warmup_epochs * updates_per_epoch),
                                  round(training.epochs * updates_per_epoch), training.warmup_start)
+    elif training.schedule == "slanted_triangular":
+        # The rise is warmup_epochs of the run (ULMFiT's cut_frac; 0.1 of the run when unset).
+        cut = training.warmup_epochs / training.epochs if training.warmup_epochs else 0.1
+        rate = SlantedTriangular(rate, round(training.epochs * updates_per_epoch), min(cut, 1.0))
     elif training.lr_decay_epochs:
         rate = keras.optimizers.schedules.PiecewiseConstantDecay(
             [round(e * updates_per_epoch) for e in sorted(training.lr_decay_epochs)],
@@ -446,11 +483,51 @@ def trained_task(model_dir: str) -> str:
     return _read_recipe(model_dir).task
 
 
+def build_model(task, recipe: Recipe, classes, assets_dir: str) -> keras.Model:
+    """The task's model; a task with ASSETS (e.g. a tokenizer) builds it from those files in `assets_dir`."""
+    if task_assets(task, recipe):
+        return task.build_model(recipe, len(classes), assets_dir=assets_dir)
+    return task.build_model(recipe, len(classes))
+
+
+def task_assets(task, recipe: Recipe):
+    """The task's ASSETS: a tuple of paths relative to the data, or a function of the recipe giving one."""
+    assets = getattr(task, "ASSETS", ())
+    return tuple(assets(recipe) if callable(assets) else assets)
+
+
+def copy_assets(task, recipe: Recipe, data_dir: str, model_dir: str) -> None:
+    """Copies the task's assets (files or directories) from the data to the run, so export needs only the run."""
+    for name in task_assets(task, recipe):
+        source, target = os.path.join(data_dir, name), os.path.join(model_dir, name)
+        if not tf.io.gfile.exists(source):
+            raise UserError(f"no {name} in {data_dir}: convert the data again")
+        tmp = f"{target}.tmp"
+        if tf.io.gfile.exists(tmp):
+            (tf.io.gfile.rmtree if tf.io.gfile.isdir(tmp) else tf.io.gfile.remove)(tmp)
+        tf.io.gfile.makedirs(os.path.dirname(target))
+        _copy_tree(source, tmp)
+        if tf.io.gfile.isdir(target):
+            tf.io.gfile.rmtree(target)
+        tf.io.gfile.rename(tmp, target, overwrite=True)
+
+
+def _copy_tree(source: str, target: str) -> None:
+    if not tf.io.gfile.isdir(source):
+        tf.io.gfile.copy(source, target, overwrite=True)
+        return
+    for root, _, files in tf.io.gfile.walk(source):
+        folder = os.path.join(target, os.path.relpath(root, source))
+        tf.io.gfile.makedirs(folder)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(root, name), os.path.join(folder, name), overwrite=True)
+
+
 def load_trained(model_dir: str):
     """(recipe, classes, model with its best weights) from a training run's directory."""
     recipe = _read_recipe(model_dir)
     classes = read_classes(model_dir)
-    model = get_task(recipe.task).build_model(recipe, len(classes))
+    model = build_model(get_task(recipe.task), recipe, classes, model_dir)
     for name in (BEST_WEIGHTS, FINAL_WEIGHTS):
         if tf.io.gfile.exists(os.path.join(model_dir, name)):
             load_weights_checked(model, os.path.join(model_dir, name))
@@ -477,13 +554,14 @@ def train(recipe: Recipe, data_dir: str, model_dir: str, strategy: str = "defaul
     if is_chief:
         save_recipe(model_dir, recipe)
         write_classes(model_dir, classes)
+        copy_assets(task, recipe, data_dir, model_dir)
 
     keras.utils.set_random_seed(t.seed)
     keras.mixed_precision.set_global_policy(t.precision)
     global_batch = t.batch_size * distribution.num_replicas_in_sync
     backup = Backup(os.path.join(out_dir, "backup"), t.steps_per_epoch, t.backup_every_steps)
     with distribution.scope():
-        model = task.build_model(recipe, len(classes))
+        model = build_model(task, recipe, classes, data_dir)
         if isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
             model = MultiWorkerModel(model.inputs, model.outputs, name=model.name)
         model.compile(optimizer=make_optimizer(t), **task.compile_args())

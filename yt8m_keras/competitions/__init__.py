@@ -33,6 +33,10 @@ A task module (one per `task:` value) provides what the one trainer and the one 
     read_classes(data_dir)  the class rows (class_index, category_id, ...): usually the data's
                             classes.csv (`tfrecords.manifest.read_classes`).
     build_model(recipe, num_classes), set_stage(model, stage), compile_args()
+    ASSETS                  optional: paths in the converted data (files or directories; or a
+                            function of the recipe giving them) the model is built from, such
+                            as a tokenizer; the trainer copies them into the run's directory
+                            and calls build_model(recipe, num_classes, assets_dir=...).
     train_dataset(recipe, data_dir, global_batch, skip_batches=0)   endless, deterministic
     val_dataset(recipe, data_dir, global_batch)
     serving_signatures(model, recipe, classes), warmup_inputs(recipe)
@@ -56,6 +60,7 @@ from tfrecords import UserError
 COMPETITIONS: Dict[str, str] = {
     "cdiscount": "yt8m_keras.competitions.cdiscount.competition",
     "melanoma": "yt8m_keras.competitions.melanoma.competition",
+    "taxonomy": "yt8m_keras.competitions.taxonomy.competition",
     "youtube8m": "yt8m_keras.competitions.youtube8m.competition",
 }
 # Other accepted names (older command lines say `quickstart --recipe yt8m`).

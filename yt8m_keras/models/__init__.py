@@ -12,6 +12,7 @@ from yt8m_keras.models.dbof import build_dbof_video_model, build_gated_dbof_vide
 from yt8m_keras.models.efficientnet import build_efficientnet
 from yt8m_keras.models.nextvlad import build_nextvlad_video_model
 from yt8m_keras.models.segment import build_context_agnostic_segment_model, build_context_aware_segment_model
+from yt8m_keras.models.t5 import build_t5
 from yt8m_keras.models.xception import build_xception
 
 MODELS = {
@@ -26,14 +27,18 @@ MODELS = {
     # YouTube-8M segment level, built from a pretrained video-level model.
     "segment_agnostic": build_context_agnostic_segment_model,
     "segment_aware": build_context_aware_segment_model,
+    # Taxonomy: receipt text -> "supergroup > group > module | brand" (KerasHub T5).
+    "t5": build_t5,
 }
 
 
-def build_registered(recipe, reserved=(), **fixed):
+def build_registered(recipe, reserved=(), resolved=None, **fixed):
     """Builds `recipe.model.name` from `MODELS` with `recipe.model.args` plus `fixed` arguments.
 
     An argument the builder does not take, or one the task sets itself (`reserved`, e.g.
     the number of classes, which comes from the data), is one UserError naming the key.
+    `resolved` replaces recipe arguments by what the task made of them (a run directory
+    resolved to its weights file), after they were checked.
     """
     if recipe.model.name not in MODELS:
         raise UserError(f"recipe key model.name: unknown model {recipe.model.name!r} "
@@ -46,7 +51,7 @@ def build_registered(recipe, reserved=(), **fixed):
             raise UserError(f"unknown recipe key model.args.{key} (known: {', '.join(sorted(accepted))})")
         _check_like_default(f"model.args.{key}", value, parameters[key].default)
     try:
-        return builder(**fixed, **recipe.model.args)
+        return builder(**fixed, **{**recipe.model.args, **(resolved or {})})
     except (ValueError, TypeError) as e:
         raise UserError(f"recipe key model.args: {e}") from None
 

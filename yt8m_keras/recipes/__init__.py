@@ -45,7 +45,7 @@ def safe_load(text: str):
     return yaml.safe_load(text)
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-SCHEDULES = ("step", "warmup_linear", "warmup_cosine")
+SCHEDULES = ("step", "warmup_linear", "warmup_cosine", "slanted_triangular")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +75,10 @@ class DataConfig:
     # Cross-validation (melanoma): the fold held out for validation, of how many.
     fold: int = 0
     folds: int = 5
+    # Avito: tokens of title + description; which CNN features the network reads
+    # ("center", "pad", or "" for none).
+    text_length: int = 100
+    image_features: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +121,10 @@ class ExportConfig:
     top_k: int = 5
     # How the `products` signature combines a product's images: mean or power:A.
     combine: str = "power:0.1"
+    # Sequence outputs (taxonomy): beams of the serving signature's constrained decoding,
+    # and the fixed batch its generation runs in (larger requests run in chunks of it).
+    beams: int = 4
+    batch_size: int = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,8 +292,9 @@ def _check_values(recipe: Recipe) -> None:
         1: {"training.batch_size": t.batch_size, "training.accumulation_steps": t.accumulation_steps,
             "training.epochs": t.epochs, "training.steps_per_epoch": t.steps_per_epoch,
             "training.backup_every_steps": t.backup_every_steps, "data.image_size": d.image_size,
-            "export.top_k": recipe.export.top_k, "data.shuffle_buffer": d.shuffle_buffer,
-            "data.max_frames": d.max_frames, "data.folds": d.folds},
+            "export.top_k": recipe.export.top_k, "export.beams": recipe.export.beams,
+            "export.batch_size": recipe.export.batch_size, "data.shuffle_buffer": d.shuffle_buffer,
+            "data.max_frames": d.max_frames, "data.folds": d.folds, "data.text_length": d.text_length},
         0: {"training.seed": t.seed, "data.context_frames": d.context_frames, "data.fold": d.fold,
             "training.warmup_start": t.warmup_start,
             "training.warmup_epochs": t.warmup_epochs, "training.clipnorm": t.clipnorm,
