@@ -128,3 +128,17 @@ def taxonomy_run(taxonomy_data, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("taxonomy_run"))
     train(load_recipe("taxonomy_t5:tiny", TAXONOMY_TINY), taxonomy_data[0], model_dir, verbose=0)
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def avito_data(tmp_path_factory):
+    """Sample Avito ads (300) converted by the Beam job into 2 seller-grouped folds: (data_dir, raw paths)."""
+    from beam_jobs import avito_to_tfrecords
+    from yt8m_keras.competitions.avito.sample import write_sample
+
+    raw = write_sample(str(tmp_path_factory.mktemp("avito_raw")), ads=300, seed=0)
+    out = str(tmp_path_factory.mktemp("avito_data"))
+    avito_to_tfrecords.run(["--csv", raw["train_csv"], "--images", raw["train_images"], "--csv", raw["test_csv"],
+                            "--images", raw["test_images"], "--output", out, "--folds", "2", "--min-count", "1",
+                            "--vocab-size", "600", "--overwrite", *BEAM_TEST_ARGS])
+    return out, raw

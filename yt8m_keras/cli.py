@@ -140,6 +140,11 @@ def build_parser() -> ArgumentParser:
     _add_evaluate(subparsers)
     _add_predict(subparsers)
     _add_quickstart(subparsers)
+    from yt8m_keras import competitions
+
+    for competition in competitions.all_competitions():  # commands a competition needs beyond these
+        if hasattr(competition, "add_commands"):
+            competition.add_commands(subparsers)
     return parser
 
 

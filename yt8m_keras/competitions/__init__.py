@@ -22,6 +22,9 @@ module registered here) provides, kept light (heavy modules imported inside the 
                     `predict` writes the competition's submission with exported models.
     quickstart(workdir)
                     sample -> convert -> train (tiny) -> evaluate -> export -> predict.
+    add_commands(subparsers)
+                    optional: subcommands of its own (Avito's `features`, `lgbm`, `stack`),
+                    each with `set_defaults(handler=...)`.
 
 Flags are declared with `add_flag`, so two competitions may declare the same flag (say
 `--tta`); the first declaration's help is shown.
@@ -58,6 +61,7 @@ from typing import Dict, List, Tuple
 from tfrecords import UserError
 
 COMPETITIONS: Dict[str, str] = {
+    "avito": "yt8m_keras.competitions.avito.competition",
     "cdiscount": "yt8m_keras.competitions.cdiscount.competition",
     "melanoma": "yt8m_keras.competitions.melanoma.competition",
     "taxonomy": "yt8m_keras.competitions.taxonomy.competition",

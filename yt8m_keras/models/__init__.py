@@ -8,8 +8,10 @@ import inspect
 import math
 
 from tfrecords import UserError
+from yt8m_keras.models.avito_network import build_avito_network
 from yt8m_keras.models.dbof import build_dbof_video_model, build_gated_dbof_video_model
 from yt8m_keras.models.efficientnet import build_efficientnet
+from yt8m_keras.models.lstm_language_model import build_lstm_language_model
 from yt8m_keras.models.nextvlad import build_nextvlad_video_model
 from yt8m_keras.models.segment import build_context_agnostic_segment_model, build_context_aware_segment_model
 from yt8m_keras.models.t5 import build_t5
@@ -27,6 +29,10 @@ MODELS = {
     # YouTube-8M segment level, built from a pretrained video-level model.
     "segment_agnostic": build_context_agnostic_segment_model,
     "segment_aware": build_context_aware_segment_model,
+    # Avito: an LSTM language model over the ads' text, then text + picture features +
+    # categories + numbers -> deal_probability.
+    "lstm_language_model": build_lstm_language_model,
+    "avito_network": build_avito_network,
     # Taxonomy: receipt text -> "supergroup > group > module | brand" (KerasHub T5).
     "t5": build_t5,
 }

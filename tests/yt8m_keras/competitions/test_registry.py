@@ -46,7 +46,7 @@ def test_toy_competition_flags_and_names_reach_the_cli(toy, capsys):
 
 
 def test_registry_names_and_aliases():
-    assert competitions.names() == ["cdiscount", "melanoma", "taxonomy", "youtube8m"]
+    assert competitions.names() == ["avito", "cdiscount", "melanoma", "taxonomy", "youtube8m"]
     assert competitions.get("yt8m") is competitions.get("youtube8m")
     jobs = competitions.converters()
     assert jobs["bson"] == jobs["cdiscount"] and jobs["frames"] == jobs["youtube8m"] == jobs["yt8m"]

@@ -38,7 +38,6 @@ Example:
 ('/tmp/melanoma_raw/train.csv', '/tmp/melanoma_raw/isic2019')
 """
 
-import csv
 import io
 import os
 from typing import Dict, List, Tuple
@@ -47,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from tfrecords import melanoma_image
+from yt8m_keras.data.sample_files import write_csv, write_jpegs
 
 TRAIN_COLUMNS = ("image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge", "diagnosis",
                  "benign_malignant", "target")
@@ -268,24 +268,6 @@ def _plant(rng: np.random.Generator, pairs: List[Tuple[str, str]], originals: Di
                         "original_source": source, "copy_source": copy_source})
 
 
-def _write_csv(path: str, columns, rows: List[Dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _write_images(directory: str, images: Dict[str, bytes]) -> None:
-    os.makedirs(directory, exist_ok=True)
-    for name in sorted(images):
-        path = os.path.join(directory, name + ".jpg")
-        with open(path + ".tmp", "wb") as f:
-            f.write(images[name])
-        os.replace(path + ".tmp", path)
-
-
 def _render(rng: np.random.Generator, rows: List[Dict], name_key: str) -> Dict[str, bytes]:
     images = {}
     for row in rows:
@@ -379,23 +361,23 @@ def write_sample(output_dir: str, images: int = 300, seed: int = 0, isic2019: bo
         paths.update(isic2019=directory, isic2019_ground_truth=os.path.join(directory, GROUND_TRUTH),
                      isic2019_metadata=os.path.join(directory, METADATA),
                      isic2019_images=os.path.join(directory, INPUT_2019))
-        _write_images(paths["isic2019_images"], images_2019)
+        write_jpegs(paths["isic2019_images"], images_2019)
         truth = [{"image": r["image"], **{c: "1.0" if c == r["_column"] else "0.0" for c in GROUND_TRUTH_COLUMNS[1:]}}
                  for r in rows_2019]
-        _write_csv(paths["isic2019_ground_truth"], GROUND_TRUTH_COLUMNS, truth)
-        _write_csv(paths["isic2019_metadata"], METADATA_COLUMNS, rows_2019)
+        write_csv(paths["isic2019_ground_truth"], GROUND_TRUTH_COLUMNS, truth)
+        write_csv(paths["isic2019_metadata"], METADATA_COLUMNS, rows_2019)
 
-    _write_images(paths["train_images"], train_images)
-    _write_images(paths["test_images"], _render(rng, test_rows, "image_name"))
-    _write_csv(paths["train_csv"], TRAIN_COLUMNS, sorted(train_rows, key=lambda r: r["image_name"]))
-    _write_csv(paths["test_csv"], TEST_COLUMNS, sorted(test_rows, key=lambda r: r["image_name"]))
+    write_jpegs(paths["train_images"], train_images)
+    write_jpegs(paths["test_images"], _render(rng, test_rows, "image_name"))
+    write_csv(paths["train_csv"], TRAIN_COLUMNS, sorted(train_rows, key=lambda r: r["image_name"]))
+    write_csv(paths["test_csv"], TEST_COLUMNS, sorted(test_rows, key=lambda r: r["image_name"]))
     # Kaggle keeps the test labels; the sample writes them aside so a quickstart can score
     # its submission (nothing in the pipeline reads this file).
     paths["test_truth"] = os.path.join(output_dir, "test_truth.csv")
-    _write_csv(paths["test_truth"], ["image_name", "target"],
+    write_csv(paths["test_truth"], ["image_name", "target"],
                [{"image_name": r["image_name"], "target": str(int(r["_class"] == "melanoma"))}
                 for r in sorted(test_rows, key=lambda r: r["image_name"])])
-    _write_csv(paths["planted_duplicates"], PLANTED_COLUMNS, planted)
+    write_csv(paths["planted_duplicates"], PLANTED_COLUMNS, planted)
     return paths
 
 
