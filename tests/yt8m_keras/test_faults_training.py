@@ -25,6 +25,8 @@ CDISCOUNT = ("cdiscount_xception:tiny", ["data.image_size=32", "training.batch_s
                                          "training.steps_per_epoch=4", "training.epochs=3",
                                          "training.backup_every_steps=5", "training.lr_decay_epochs=[1]",
                                          "training.accumulation_steps=2"])
+TAXONOMY = ("taxonomy_t5:tiny", ["training.batch_size=16", "training.steps_per_epoch=4", "training.epochs=3",
+                                  "training.backup_every_steps=3", "data.shuffle_buffer=64"])
 YOUTUBE8M = ("yt8m_nextvlad:tiny", ["data.max_frames=48", "training.batch_size=8", "training.steps_per_epoch=3",
                                     "training.epochs=3", "training.backup_every_steps=2",
                                     "data.shuffle_buffer=64"])
@@ -61,6 +63,15 @@ def references(cdiscount_data, yt8m_data, tmp_path_factory):
         assert _log_epochs(model_dir) == [0, 1, 2]
         runs[key] = (recipe, data, model_dir)
     return runs
+
+
+@pytest.fixture(scope="module")
+def taxonomy_reference(taxonomy_data, tmp_path_factory):
+    """An uninterrupted tiny T5 run (dropout off in :tiny, so only the data order and the state matter)."""
+    model_dir = str(tmp_path_factory.mktemp("whole_taxonomy"))
+    result = _train("none", TAXONOMY, taxonomy_data[0], model_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"taxonomy": (TAXONOMY, taxonomy_data[0], model_dir)}
 
 
 def _kill_and_rerun(references, key, point, tmp_path):
@@ -102,6 +113,12 @@ def test_kill_and_rerun_ends_as_uninterrupted(references, key, point, tmp_path):
 ])
 def test_kill_and_rerun_ends_as_uninterrupted_slow(references, key, point, tmp_path):
     _kill_and_rerun(references, key, point, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["batch:5", "epoch_logged:1"])  # mid-epoch 2 (backup at 3); log row, no backup
+def test_taxonomy_kill_and_rerun_ends_as_uninterrupted(taxonomy_reference, point, tmp_path):
+    _kill_and_rerun(taxonomy_reference, "taxonomy", point, tmp_path)
 
 
 @pytest.mark.slow

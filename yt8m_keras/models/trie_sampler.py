@@ -5,9 +5,10 @@ strings that are none of them. Here the set is a trie of token sequences, each e
 the end token, and the samplers allow at each step only the tokens that continue some
 sequence, so every output is one of the N by construction: decoding, not repair.
 
-The trie is kept as flat edge arrays (`parent`, `token`, `child`), so one step scores the
-allowed continuations of a whole batch with a gather and a comparison over the edges
-(O(batch x edges)), with `keras.ops` only: it runs inside `generate_step` under
+The trie is kept as flat edge arrays (`parent`, `token`, `child`) sorted by parent, so a
+node's outgoing edges are one contiguous range: one step gathers, for each row, the scores
+of its node's range only (O(batch x largest fan-out), not O(batch x edges): a real
+taxonomy has ~10^5 edges), with `keras.ops` only: it runs inside `generate_step` under
 TensorFlow (export), JAX (benchmarks) and eagerly.
 """
 
@@ -105,16 +106,29 @@ class TrieSampler(Sampler):
     def __init__(self, trie: Trie, num_beams: int = 1, pad_id: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.trie, self.num_beams, self.pad_id = trie, int(num_beams), pad_id
-        self.edge_parent = ops.convert_to_tensor(trie.parent)
         self.edge_token = ops.convert_to_tensor(trie.token)
         self.edge_child = ops.convert_to_tensor(trie.child)
         self.node_done = ops.convert_to_tensor(np.array(trie.terminal) >= 0)
+        # A node's edges are edge_start[node] .. edge_start[node] + edge_count[node] - 1.
+        nodes = len(trie.terminal)
+        count = np.bincount(trie.parent, minlength=nodes).astype(np.int32)
+        self.max_fanout = max(int(count.max()), 1)
+        self.edge_start = ops.convert_to_tensor(np.searchsorted(trie.parent, np.arange(nodes)).astype(np.int32))
+        self.edge_count = ops.convert_to_tensor(count)
 
-    def _edge_scores(self, logits, nodes):
-        """(rows, edges) log-probabilities of each edge, NEG where it does not leave the row's node."""
-        log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-        scores = ops.take(log_probs, self.edge_token, axis=1)
-        return ops.where(ops.equal(nodes[:, None], self.edge_parent[None, :]), scores, NEG)
+    def _edge_scores(self, logits, nodes, normalize: bool = True):
+        """(scores, edges), both [rows, max_fanout]: each row's outgoing edges, NEG past its fan-out.
+
+        Greedy takes an argmax, which needs no normalisation; beam search sums log-probabilities.
+        """
+        slots = ops.arange(self.max_fanout, dtype="int32")[None, :]
+        valid = slots < ops.take(self.edge_count, nodes)[:, None]
+        edges = ops.where(valid, ops.take(self.edge_start, nodes)[:, None] + slots, 0)
+        logits = ops.cast(logits, "float32")
+        scores = ops.take_along_axis(logits, ops.take(self.edge_token, edges), axis=1)
+        if normalize:
+            scores = scores - ops.logsumexp(logits, axis=-1, keepdims=True)
+        return ops.where(valid, scores, NEG), edges
 
     def __call__(self, next, prompt, cache=None, index=0, mask=None, stop_token_ids=None, hidden_states=None,
                  model=None, **kwargs):
@@ -135,7 +149,8 @@ class TrieSampler(Sampler):
 
         def body(prompt, cache, index, nodes):
             logits, _, cache = next(prompt, cache, index)
-            best = ops.argmax(self._edge_scores(logits, nodes), axis=-1)
+            scores, edges = self._edge_scores(logits, nodes, normalize=False)
+            best = ops.take_along_axis(edges, ops.argmax(scores, axis=-1)[:, None], axis=1)[:, 0]
             done = ops.take(self.node_done, nodes)
             token = ops.where(done, self.pad_id, ops.take(self.edge_token, best))
             nodes = ops.where(done, nodes, ops.take(self.edge_child, best))
@@ -149,7 +164,7 @@ class TrieSampler(Sampler):
     def _beam(self, next, prompt, cache, index, max_length, model):
         beams = self.num_beams
         batch = ops.shape(prompt)[0]
-        edges = int(self.trie.token.shape[0])
+        fanout = self.max_fanout
 
         def expand(x):  # (batch, ...) -> (batch * beams, ...), each row repeated
             return ops.repeat(x, beams, axis=0)
@@ -166,16 +181,18 @@ class TrieSampler(Sampler):
         def body(prompt, cache, index, nodes, scores):
             logits, _, cache = next(prompt, cache, index)
             done = ops.take(self.node_done, nodes)
-            edge_scores = ops.where(done[:, None], NEG, self._edge_scores(logits, nodes))
+            edge_scores, edges = self._edge_scores(logits, nodes)
+            edge_scores = ops.where(done[:, None], NEG, edge_scores)
             # One more candidate per beam: staying finished, at no cost.
             stay = ops.where(done, 0.0, NEG)[:, None]
             candidates = ops.concatenate([edge_scores, stay], axis=1) + scores[:, None]
-            candidates = ops.reshape(candidates, (batch, beams * (edges + 1)))
+            candidates = ops.reshape(candidates, (batch, beams * (fanout + 1)))
             top_scores, top = ops.top_k(candidates, k=beams)
-            source = ops.reshape(top // (edges + 1) + ops.arange(batch)[:, None] * beams, (-1,))
-            choice = ops.reshape(top % (edges + 1), (-1,))
-            stays = ops.equal(choice, edges)
-            edge = ops.minimum(choice, edges - 1)
+            source = ops.reshape(top // (fanout + 1) + ops.arange(batch)[:, None] * beams, (-1,))
+            choice = ops.reshape(top % (fanout + 1), (-1,))
+            stays = ops.equal(choice, fanout)
+            edge = ops.take_along_axis(ops.take(edges, source, axis=0), ops.minimum(choice, fanout - 1)[:, None],
+                                       axis=1)[:, 0]
             prompt = ops.take(prompt, source, axis=0)
             cache = keras.tree.map_structure(lambda x: ops.take(x, source, axis=0), cache)
             nodes = ops.where(stays, ops.take(nodes, source), ops.take(self.edge_child, edge))

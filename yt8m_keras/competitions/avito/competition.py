@@ -54,16 +54,31 @@ def evaluate(model_dir: str, data_dir: str, args) -> str:
 
 
 def _evaluate_language_model(model_dir: str, data_dir: str) -> str:
+    """Validation perplexity, beside a unigram model's (token frequencies of the training text)."""
+    import numpy as np
+
+    from yt8m_keras.competitions.avito import input as data
     from yt8m_keras.competitions.avito import lm_task
     from yt8m_keras.train import load_trained
 
     recipe, _, model = load_trained(model_dir)
     model.compile(**lm_task.compile_args())
-    logs = model.evaluate(lm_task.val_dataset(recipe, data_dir, recipe.training.batch_size), return_dict=True,
-                          verbose=0)
-    vocabulary = lm_task.preprocessor(recipe, data_dir).tokenizer.vocabulary_size()
+    pre = lm_task.preprocessor(recipe, data_dir)
+    val = lm_task.val_dataset(recipe, data_dir, recipe.training.batch_size)
+    logs = model.evaluate(val, return_dict=True, verbose=0)
+    vocabulary = pre.tokenizer.vocabulary_size()
+    counts = np.ones(vocabulary)  # add-one smoothing: every subword possible
+    for _, targets, weights in data.language_model_dataset(data_dir, pre, 256, recipe.data.fold, validation=False,
+                                                           one_pass=True):
+        counts += np.bincount(targets.numpy()[weights.numpy() > 0], minlength=vocabulary)
+    log_p = np.log(counts / counts.sum())
+    total, n = 0.0, 0
+    for _, targets, weights in val:
+        kept = targets.numpy()[weights.numpy() > 0]
+        total, n = total - log_p[kept].sum(), n + len(kept)
+    unigram = float(np.exp(total / max(n, 1)))
     return (f"language model, fold {recipe.data.fold} held out: validation perplexity {logs['perplexity']:.2f} "
-            f"(a uniform guess over the {vocabulary} subwords: {vocabulary})")
+            f"(a unigram model of the training text: {unigram:.2f}; a uniform guess: {vocabulary})")
 
 
 def add_predict_flags(parser) -> None:

@@ -97,11 +97,16 @@ def network_dataset(data_dir: str, preprocessor, batch_size: int, fold: int, val
 
 
 def language_model_dataset(data_dir: str, preprocessor, batch_size: int, fold: int, validation: bool,
-                           seed: int = 0, shuffle_buffer: int = 8192, skip_batches: int = 0) -> tf.data.Dataset:
-    """(tokens, next tokens, weights) of title + description: train and test ads but fold `fold`, or fold `fold`."""
-    ds = _parsed(data_dir, ["train", "test"] if not validation else ["train"], shuffle=not validation, seed=seed)
+                           seed: int = 0, shuffle_buffer: int = 8192, skip_batches: int = 0,
+                           one_pass: bool = False) -> tf.data.Dataset:
+    """(tokens, next tokens, weights) of title + description: train and test ads but fold `fold`, or fold `fold`.
+
+    The training text is an endless shuffled stream, unless `one_pass` (in shard order, once).
+    """
+    endless = not validation and not one_pass
+    ds = _parsed(data_dir, ["train", "test"] if not validation else ["train"], shuffle=endless, seed=seed)
     ds = _stream(ds.filter(_in_fold(fold, validation, include_test=True)), batch_size, seed, shuffle_buffer,
-                 skip_batches, train=not validation)
+                 skip_batches, train=endless)
 
     def shifted(f):
         ids = preprocessor.token_ids(f[kind.TITLE], f[kind.DESCRIPTION])

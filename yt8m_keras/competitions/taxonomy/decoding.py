@@ -55,7 +55,8 @@ class TaxonomyDecoder:
         taxonomy: the valid paths.
         encoder_length, decoder_length: the sequence lengths the model was trained with.
         batch_size: generation's fixed batch.
-        jit_compile: XLA-compile generation (tf.function either way).
+        compiled: generation as an XLA-compiled tf.function (KerasHub's own default under
+            TensorFlow; 4-20x faster on CPU than a plain tf.function), or eager.
     """
 
     def __init__(self, model, taxonomy: Taxonomy, encoder_length: int, decoder_length: int, batch_size: int = 64,
@@ -86,7 +87,7 @@ class TaxonomyDecoder:
                 self.model.sampler = sampler
                 return generation_step(self.model, inputs, self.decoder_length)
 
-            self._functions[key] = tf.function(generate) if self.compiled else generate
+            self._functions[key] = tf.function(generate, jit_compile=True) if self.compiled else generate
         return self._functions[key]
 
     def generate(self, encoded: Dict[str, tf.Tensor], constrained: bool, beams: int = 1) -> np.ndarray:

@@ -60,8 +60,9 @@ def test_language_model_reports_perplexity(featured, language_model):
 
     text = _evaluate_language_model(language_model, featured[0])
     perplexity = float(text.split("validation perplexity ")[1].split()[0])
-    vocabulary = int(text.split("over the ")[1].split()[0])
+    vocabulary = int(text.split("a uniform guess: ")[1].rstrip(")"))
     assert 1 < perplexity < vocabulary  # better than a uniform guess after a few steps
+    assert "a unigram model of the training text" in text
 
 
 def test_evaluate_writes_out_of_fold_files(featured, network_run):
