@@ -133,10 +133,13 @@ def run_features(data_dir: str, backbone: str = "resnet101", weights=None, image
     import os
 
     from beam_jobs import avito_image_features
+    from tfrecords import avito_ad
+    from tfrecords.manifest import read_manifest
     from yt8m_keras.competitions.avito.cnn import save_backbone
     from yt8m_keras.competitions.avito.input import IMAGE_FEATURES
     from yt8m_keras.competitions.avito.task import IMAGE_CNN
 
+    read_manifest(data_dir, kind=avito_ad.KIND)  # before anything is written next to it
     cnn = os.path.join(data_dir, IMAGE_CNN)
     save_backbone(cnn, backbone=backbone, weights=weights, image_size=image_size, overwrite=overwrite)
     return avito_image_features.run(["--data", data_dir, "--model", cnn, "--output",

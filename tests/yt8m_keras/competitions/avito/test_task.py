@@ -116,3 +116,13 @@ def test_export_takes_raw_fields_and_records(featured, network_run, exported, tm
     # Float16 memmap features (training, evaluate) against float32 CNN features in the graph.
     np.testing.assert_allclose(predicted.loc[expected.index], expected, atol=2e-3)
     np.testing.assert_allclose(served, predicted.loc[[row["item_id"] for row in rows]], atol=2e-3)
+
+
+def test_features_of_a_missing_directory_is_one_error_and_writes_nothing(tmp_path):
+    from tfrecords import UserError
+    from yt8m_keras.competitions.avito.competition import run_features
+
+    missing = tmp_path / "no_data"
+    with pytest.raises(UserError, match="no manifest.json"):
+        run_features(str(missing), backbone="resnet50", image_size=32)
+    assert not missing.exists()
