@@ -1,16 +1,22 @@
-"""Synthetic frame-level videos for the YouTube-8M model tests (shared, not a test module)."""
+"""Synthetic frame-level videos for the YouTube-8M model tests (shared, not a test module).
+
+Frames are quantized uint8, zero after the last frame, as the input pipeline gives them.
+"""
 
 import numpy as np
+
+from tfrecords.yt8m_frame import quantize
 
 
 def random_videos(lengths, max_frames, seed=0):
     """Videos of the given lengths, zero-padded to max_frames, with their masks."""
     rng = np.random.default_rng(seed)
     batch = len(lengths)
-    rgb = rng.uniform(-2, 2, (batch, max_frames, 1024)).astype("float32")
-    audio = rng.uniform(-2, 2, (batch, max_frames, 128)).astype("float32")
+    rgb = rng.integers(0, 256, (batch, max_frames, 1024), dtype=np.uint8)
+    audio = rng.integers(0, 256, (batch, max_frames, 128), dtype=np.uint8)
     mask = (np.arange(max_frames)[None, :] < np.asarray(lengths)[:, None]).astype("float32")
-    return {"rgb": rgb * mask[..., None], "audio": audio * mask[..., None], "mask": mask}
+    real = mask[..., None].astype(np.uint8)
+    return {"rgb": rgb * real, "audio": audio * real, "mask": mask}
 
 
 def pad(videos, extra):
@@ -29,10 +35,10 @@ def separable_videos(count, num_classes, seed, frames=6):
     lengths = rng.integers(2, frames + 1, size=count)
     mask = (np.arange(frames)[None, :] < lengths[:, None]).astype("float32")
     features = rng.normal(0.0, 0.5, (count, frames, 1024 + 128)) + (labels @ patterns)[:, None, :]
-    features = np.clip(features, -2, 2) * mask[..., None]
+    features = quantize(np.clip(features, -2, 2)) * mask[..., None].astype(np.uint8)
     videos = {
-        "rgb": features[..., :1024].astype("float32"),
-        "audio": features[..., 1024:].astype("float32"),
+        "rgb": features[..., :1024],
+        "audio": features[..., 1024:],
         "mask": mask,
     }
     return videos, labels

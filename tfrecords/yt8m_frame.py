@@ -6,9 +6,11 @@ challenge also `segment_labels` (int64), `segment_start_times` (int64, seconds) 
 Feature lists: `rgb` (one 1024-byte quantized string per frame, one frame per second)
 and `audio` (128 bytes per frame).
 
-`parse` dequantizes to [-2, 2] (x * 4/255 + 4/512 - 2, as the starter code's
-`Dequantize`), pads or truncates to `max_frames` and returns a mask, so users' shards
-are read as they are.
+`parse` decodes the frames to uint8 (the bytes as stored), pads or truncates them to
+`max_frames` and returns a mask, so users' shards are read as they are. Dequantizing to
+[-2, 2] (`dequantize`: x * 4/255 + 4/512 - 2, as the starter code's `Dequantize`) is left
+to the model's first layer (`yt8m_keras.models.dequantize.Dequantize`, on the
+accelerator): the host moves a quarter of the bytes and does no arithmetic.
 
 Example:
 
@@ -59,12 +61,24 @@ SEQUENCE_FEATURES = {
 
 
 def dequantize(quantized: tf.Tensor) -> tf.Tensor:
+    """uint8 features -> float32 in [-2, 2]: the one definition of the formula (`SCALE`, `BIAS`)."""
     return tf.cast(quantized, tf.float32) * SCALE + BIAS
 
 
 def quantize(features: np.ndarray) -> np.ndarray:
     """Float features in [-2, 2] -> uint8, the inverse of `dequantize` up to rounding."""
     return np.clip(np.round((np.asarray(features, np.float32) - BIAS) / SCALE), 0, 255).astype(np.uint8)
+
+
+def quantize_tensor(features: tf.Tensor) -> tf.Tensor:
+    """`quantize` in TensorFlow ops (for graphs, e.g. serving signatures that take float frames).
+
+    Exact on dequantized features: `quantize_tensor(dequantize(q)) == q` for every uint8
+    `q` (the round trip errs by ~1e-5 of a step before rounding). Other floats go to the
+    nearest of the 256 levels, clipped to [0, 255].
+    """
+    steps = tf.round((tf.cast(features, tf.float32) - BIAS) / SCALE)
+    return tf.cast(tf.clip_by_value(steps, 0.0, 255.0), tf.uint8)
 
 
 def multi_hot(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
@@ -120,8 +134,9 @@ def parse(serialized: tf.Tensor, num_classes: int, max_frames: int = MAX_FRAMES)
 
     Returns:
         `id` (string), `labels` (multi-hot float32 [num_classes]), `label_ids` (int64 [n]),
-        `rgb` (float32 [max_frames, 1024], dequantized, zero after the last frame),
-        `audio` (float32 [max_frames, 128]), `num_frames` (int32, at most max_frames),
+        `rgb` (uint8 [max_frames, 1024], quantized as stored, zero after the last frame;
+        `dequantize` gives the float features), `audio` (uint8 [max_frames, 128]),
+        `num_frames` (int32, at most max_frames),
         `mask` (float32 [max_frames]), and `segment_labels`, `segment_start_times`,
         `segment_scores` (empty when the record has no ratings).
     """
@@ -134,8 +149,8 @@ def parse(serialized: tf.Tensor, num_classes: int, max_frames: int = MAX_FRAMES)
         ID: context[ID],
         LABELS: multi_hot(label_ids, num_classes),
         "label_ids": label_ids,
-        RGB: _pad(dequantize(rgb), max_frames, RGB_SIZE),
-        AUDIO: _pad(dequantize(audio), max_frames, AUDIO_SIZE),
+        RGB: _pad(rgb, max_frames, RGB_SIZE),
+        AUDIO: _pad(audio, max_frames, AUDIO_SIZE),
         "num_frames": num_frames,
         "mask": tf.sequence_mask(num_frames, max_frames, dtype=tf.float32),
         SEGMENT_LABELS: tf.sparse.to_dense(context[SEGMENT_LABELS]),

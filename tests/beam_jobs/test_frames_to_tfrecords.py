@@ -93,7 +93,9 @@ def _records(out, manifest, split):
 
 
 def _parsed(record, num_classes):
+    """The record as the reader parses it, frames dequantized (as the models see them)."""
     features = yt8m_frame.parse(tf.constant(record), num_classes=num_classes)
+    features.update({key: yt8m_frame.dequantize(features[key]) for key in (yt8m_frame.RGB, yt8m_frame.AUDIO)})
     return {k: v.numpy() for k, v in features.items()}
 
 

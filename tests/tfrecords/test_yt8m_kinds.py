@@ -23,14 +23,17 @@ def _plain_sequence_example(frames=7):
     return example.SerializeToString(), rgb, audio
 
 
-def test_official_frame_record_parses_dequantized_padded_and_masked():
+def test_official_frame_record_parses_to_uint8_padded_and_masked():
     record, rgb, audio = _plain_sequence_example(7)
     video = yt8m_frame.parse(tf.constant(record), num_classes=4, max_frames=10)
     assert video["id"].numpy() == b"Xy12"
     assert video["labels"].numpy().tolist() == [1, 0, 1, 0]
-    np.testing.assert_allclose(video["rgb"][:7].numpy(), rgb.astype(float) * 4 / 255 + 4 / 512 - 2, atol=1e-6)
-    np.testing.assert_allclose(video["audio"][:7].numpy(), audio.astype(float) * 4 / 255 + 4 / 512 - 2, atol=1e-6)
-    assert not video["rgb"][7:].numpy().any()
+    # The bytes as stored: dequantizing is the model's first layer, not the host's work.
+    assert video["rgb"].dtype == tf.uint8 and video["audio"].dtype == tf.uint8
+    assert video["rgb"].shape == (10, 1024) and video["audio"].shape == (10, 128)
+    np.testing.assert_array_equal(video["rgb"][:7].numpy(), rgb)
+    np.testing.assert_array_equal(video["audio"][:7].numpy(), audio)
+    assert not video["rgb"][7:].numpy().any() and not video["audio"][7:].numpy().any()
     assert video["mask"].numpy().tolist() == [1] * 7 + [0] * 3 and int(video["num_frames"]) == 7
     assert video["segment_start_times"].numpy().tolist() == [5]
     assert video["segment_scores"].numpy().tolist() == [1.0]
@@ -41,7 +44,21 @@ def test_long_videos_are_truncated_and_our_encoder_round_trips():
     record = yt8m_frame.encode("v", [1], rgb, audio)
     video = yt8m_frame.parse(tf.constant(record), num_classes=3, max_frames=5)
     assert int(video["num_frames"]) == 5 and video["rgb"].shape == (5, 1024)
-    np.testing.assert_array_equal(yt8m_frame.quantize(video["rgb"].numpy()), rgb[:5])
+    np.testing.assert_array_equal(video["rgb"].numpy(), rgb[:5])
+
+
+def test_dequantize_is_the_starter_code_formula_and_quantize_inverts_it_exactly():
+    levels = np.arange(256, dtype=np.uint8)
+    dequantized = yt8m_frame.dequantize(tf.constant(levels)).numpy()
+    np.testing.assert_allclose(dequantized, levels.astype(float) * 4 / 255 + 4 / 512 - 2, rtol=0, atol=1e-6)
+    assert dequantized.dtype == np.float32
+    np.testing.assert_array_equal(yt8m_frame.quantize(dequantized), levels)
+    quantized = yt8m_frame.quantize_tensor(tf.constant(dequantized))
+    assert quantized.dtype == tf.uint8
+    np.testing.assert_array_equal(quantized.numpy(), levels)
+    # Other floats: the nearest level, clipped.
+    np.testing.assert_array_equal(yt8m_frame.quantize_tensor(tf.constant([-5.0, 0.0, 9.0])).numpy(),
+                                  yt8m_frame.quantize(np.array([-5.0, 0.0, 9.0])))
 
 
 def test_encoder_refuses_malformed_frames():

@@ -12,13 +12,16 @@ squeeze-excite context gate on each frame's projection, masked average and max p
 concatenated, batch norm, dropout, a hidden layer, a second (video-level) context gate,
 and the MoE head.
 
-Every frame-wise statistic honours the mask: pooling ignores padded frames and batch
-norms on frames use masked statistics in training, so padding never changes predictions.
+Both take quantized uint8 frames (as the input pipeline gives them) and dequantize them in
+their first layer (`Dequantize`, padded frames exactly 0). Every frame-wise statistic
+honours the mask: pooling ignores padded frames and batch norms on frames use masked
+statistics in training, so padding never changes predictions.
 """
 
 import keras
 from keras import layers, ops
 
+from yt8m_keras.models.dequantize import Dequantize
 from yt8m_keras.models.frame_sampling import FrameSampler, frame_inputs
 from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, ContextGating, moe_head
 
@@ -89,7 +92,8 @@ class FramePooling(layers.Layer):
 
 
 def _frames(rgb, audio, mask, num_frames, seed):
-    """rgb and audio concatenated per frame (optionally sampled at the same frames)."""
+    """uint8 rgb and audio dequantized, concatenated per frame (optionally sampled at the same frames)."""
+    rgb, audio = Dequantize(name="dequantize")([rgb, audio], mask)
     if num_frames is not None:
         (rgb, audio), mask = FrameSampler(num_frames, seed=seed, name="frame_sampler")(
             [rgb, audio], mask
@@ -114,8 +118,8 @@ def build_dbof_video_model(
 ):
     """Builds the starter code's DBoF video classifier (`frame_level_models.DbofModel`).
 
-    Graph: optional `FrameSampler` -> `frame_features` (rgb ++ audio, 1152 wide) ->
-    `input_bn` -> `frame_projection` (dense to `cluster_size`) -> `frame_projection_bn` ->
+    Graph: `dequantize` (uint8 -> float32) -> optional `FrameSampler` -> `frame_features`
+    (rgb ++ audio, 1152 wide) -> `input_bn` -> `frame_projection` (dense to `cluster_size`) -> `frame_projection_bn` ->
     ReLU6 -> `frame_pooling` (masked) -> `hidden` -> `hidden_bn` -> ReLU6 -> `embedding`
     (identity; the pre-classifier video embedding) -> `predictions` (`MixtureOfExperts`).
     Without batch norm (`add_batch_norm=False`) the dense layers have biases instead, as
@@ -142,8 +146,9 @@ def build_dbof_video_model(
         name: model name.
 
     Returns:
-        A functional `keras.Model` mapping `{"rgb": [B, T, 1024], "audio": [B, T, 128],
-        "mask": [B, T]}` to `predictions` `[B, num_classes]` (float32, in [0, 1]).
+        A functional `keras.Model` mapping `{"rgb": uint8 [B, T, 1024], "audio": uint8
+        [B, T, 128], "mask": float32 [B, T]}` to `predictions` `[B, num_classes]` (float32,
+        in [0, 1]).
 
     Example:
 
@@ -153,8 +158,8 @@ def build_dbof_video_model(
 
     model = build_dbof_video_model(num_classes=5, cluster_size=16, hidden_size=8, num_frames=4)
     batch = {
-        "rgb": np.random.uniform(-2, 2, (2, 12, 1024)).astype("float32"),
-        "audio": np.random.uniform(-2, 2, (2, 12, 128)).astype("float32"),
+        "rgb": np.random.randint(0, 256, (2, 12, 1024)).astype("uint8"),
+        "audio": np.random.randint(0, 256, (2, 12, 128)).astype("uint8"),
         "mask": np.ones((2, 12), "float32"),
     }
     probabilities = model.predict(batch)  # (2, 5)
@@ -210,8 +215,8 @@ def build_gated_dbof_video_model(
     """Builds the 7th place's context-gated DBoF video classifier (Lee 2019,
     `GatedDBoFModel`).
 
-    Graph: optional `FrameSampler` -> `frame_features` (rgb ++ audio) ->
-    `frame_projection` (dense to `cluster_size`, ReLU) -> `frame_context_gating` (per-frame
+    Graph: `dequantize` (uint8 -> float32) -> optional `FrameSampler` -> `frame_features`
+    (rgb ++ audio) -> `frame_projection` (dense to `cluster_size`, ReLU) -> `frame_context_gating` (per-frame
     SE gate, `frame_gating_reduction`; masked batch-norm statistics) -> `frame_pooling`
     (masked `[average, max]`) -> `pooled_bn` -> `pooled_dropout` -> `hidden` (dense, no
     bias, ReLU) -> `video_context_gating` (SE gate, `video_gating_reduction`) ->
@@ -241,8 +246,9 @@ def build_gated_dbof_video_model(
         name: model name.
 
     Returns:
-        A functional `keras.Model` mapping `{"rgb": [B, T, 1024], "audio": [B, T, 128],
-        "mask": [B, T]}` to `predictions` `[B, num_classes]` (float32, in [0, 1]).
+        A functional `keras.Model` mapping `{"rgb": uint8 [B, T, 1024], "audio": uint8
+        [B, T, 128], "mask": float32 [B, T]}` to `predictions` `[B, num_classes]` (float32,
+        in [0, 1]).
 
     Example:
 
@@ -252,8 +258,8 @@ def build_gated_dbof_video_model(
 
     model = build_gated_dbof_video_model(num_classes=5, cluster_size=16, hidden_size=8)
     batch = {
-        "rgb": np.random.uniform(-2, 2, (2, 12, 1024)).astype("float32"),
-        "audio": np.random.uniform(-2, 2, (2, 12, 128)).astype("float32"),
+        "rgb": np.random.randint(0, 256, (2, 12, 1024)).astype("uint8"),
+        "audio": np.random.randint(0, 256, (2, 12, 128)).astype("uint8"),
         "mask": np.ones((2, 12), "float32"),
     }
     probabilities = model.predict(batch)  # (2, 5)

@@ -17,14 +17,16 @@ FRAME_INPUT_NAMES = ("rgb", "audio", "mask")
 
 
 def frame_inputs(prefix=""):
-    """`keras.Input`s for frames: `{prefix}rgb` [B, T, 1024], `{prefix}audio` [B, T, 128] and
-    `{prefix}mask` [B, T] (1 for real frames), as a dict keyed by input name.
+    """`keras.Input`s for frames: `{prefix}rgb` uint8 [B, T, 1024], `{prefix}audio` uint8
+    [B, T, 128] (quantized, as `tfrecords.yt8m_frame.parse` gives them; the model's
+    `Dequantize` layer makes floats of them) and `{prefix}mask` float32 [B, T] (1 for real
+    frames), as a dict keyed by input name.
 
     Every YouTube-8M model takes these (segment models twice: `segment_` and no prefix).
     """
     return {
-        prefix + "rgb": keras.Input(shape=(None, RGB_SIZE), dtype="float32", name=prefix + "rgb"),
-        prefix + "audio": keras.Input(shape=(None, AUDIO_SIZE), dtype="float32", name=prefix + "audio"),
+        prefix + "rgb": keras.Input(shape=(None, RGB_SIZE), dtype="uint8", name=prefix + "rgb"),
+        prefix + "audio": keras.Input(shape=(None, AUDIO_SIZE), dtype="uint8", name=prefix + "audio"),
         prefix + "mask": keras.Input(shape=(None,), dtype="float32", name=prefix + "mask"),
     }
 

@@ -17,6 +17,7 @@ half the clusters and groups, as in linrongc's code). The 7th place used 64 clus
 import keras
 from keras import layers, ops
 
+from yt8m_keras.models.dequantize import Dequantize
 from yt8m_keras.models.frame_sampling import FrameSampler, frame_inputs
 from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, ContextGating, moe_head
 
@@ -241,7 +242,8 @@ def build_nextvlad_video_model(
     """Builds the NeXtVLAD video classifier (Lin et al. 2018, fig. 3; linrongc's
     `NeXtVLADModel`).
 
-    Graph: optional `FrameSampler` (rgb and audio at the same frames) -> `rgb_nextvlad`
+    Graph: `dequantize` (uint8 frames -> float32, zero on padding; `Dequantize`) ->
+    optional `FrameSampler` (rgb and audio at the same frames) -> `rgb_nextvlad`
     (`cluster_size` clusters, `groups` groups) and `audio_nextvlad` (`cluster_size // 2`,
     `groups // 2`, as in the reference code) -> concatenate -> dropout -> `hidden`
     (dense, no bias) -> `hidden_bn` -> `context_gating` (SE gate, `gating_reduction`) ->
@@ -269,8 +271,9 @@ def build_nextvlad_video_model(
         name: model name.
 
     Returns:
-        A functional `keras.Model` mapping `{"rgb": [B, T, 1024], "audio": [B, T, 128],
-        "mask": [B, T]}` (T may vary between batches) to `predictions` `[B, num_classes]`,
+        A functional `keras.Model` mapping `{"rgb": uint8 [B, T, 1024], "audio": uint8
+        [B, T, 128], "mask": float32 [B, T]}` (quantized frames, as the input pipeline
+        gives them; T may vary between batches) to `predictions` `[B, num_classes]`,
         float32 probabilities in [0, 1].
 
     Example:
@@ -283,8 +286,8 @@ def build_nextvlad_video_model(
         num_classes=5, cluster_size=4, groups=2, expansion=1, hidden_size=16
     )
     batch = {
-        "rgb": np.random.uniform(-2, 2, (2, 12, 1024)).astype("float32"),
-        "audio": np.random.uniform(-2, 2, (2, 12, 128)).astype("float32"),
+        "rgb": np.random.randint(0, 256, (2, 12, 1024)).astype("uint8"),
+        "audio": np.random.randint(0, 256, (2, 12, 128)).astype("uint8"),
         "mask": np.ones((2, 12), "float32"),
     }
     probabilities = model.predict(batch)  # (2, 5)
@@ -296,11 +299,12 @@ def build_nextvlad_video_model(
         raise ValueError(f"hidden_size must be >= 1, got {hidden_size}.")
     rgb, audio, mask = frame_inputs().values()
 
-    rgb_frames, audio_frames, frame_mask = rgb, audio, mask
+    rgb_frames, audio_frames = Dequantize(name="dequantize")([rgb, audio], mask)
+    frame_mask = mask
     if num_frames is not None:
         (rgb_frames, audio_frames), frame_mask = FrameSampler(
             num_frames, seed=seed, name="frame_sampler"
-        )([rgb, audio], mask)
+        )([rgb_frames, audio_frames], mask)
 
     rgb_vlad = NeXtVLAD(
         cluster_size,

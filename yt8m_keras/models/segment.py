@@ -14,8 +14,11 @@ them:
 
 Every segment model takes the same six inputs, so one dataset serves both:
 `{"segment_rgb": [B, S, 1024], "segment_audio": [B, S, 128], "segment_mask": [B, S],
-"rgb": [B, T, 1024], "audio": [B, T, 128], "mask": [B, T]}`; masks are 1 for real frames and
-0 for padding. The output layer is `predictions`, float32 `[B, num_classes]`.
+"rgb": [B, T, 1024], "audio": [B, T, 128], "mask": [B, T]}`; frames are quantized uint8 (as
+the input pipeline gives them), masks float32, 1 for real frames and 0 for padding. The
+frames are dequantized by the first layer (`Dequantize`) of the video encoders nested
+inside, so a segment model, like a video model, is fed uint8. The output layer is
+`predictions`, float32 `[B, num_classes]`.
 """
 
 import copy
@@ -28,6 +31,7 @@ from yt8m_keras.models.moe import DEFAULT_L2_PENALTY, EMBEDDING_NAME, OUTPUT_NAM
 # The encoders nest layers from these modules; importing them registers those layers with
 # Keras serialization, so `keras.saving.load_model` of a segment model only needs this one.
 from yt8m_keras.models import dbof as _dbof  # noqa: F401
+from yt8m_keras.models import dequantize as _dequantize  # noqa: F401
 from yt8m_keras.models import frame_sampling as _frame_sampling  # noqa: F401
 from yt8m_keras.models import nextvlad as _nextvlad  # noqa: F401
 from yt8m_keras.models.frame_sampling import FRAME_INPUT_NAMES, frame_inputs
@@ -166,8 +170,8 @@ class FrozenEncoder(layers.Layer):
     video_model = build_nextvlad_video_model(5, cluster_size=4, groups=2, hidden_size=16)
     frozen = FrozenEncoder(video_embedding_model(video_model), name="video_encoder")
     videos = {
-        "rgb": np.zeros((2, 12, 1024), "float32"),
-        "audio": np.zeros((2, 12, 128), "float32"),
+        "rgb": np.zeros((2, 12, 1024), "uint8"),
+        "audio": np.zeros((2, 12, 128), "uint8"),
         "mask": np.ones((2, 12), "float32"),
     }
     context = frozen(videos, training=True)  # (2, 16), computed in inference mode

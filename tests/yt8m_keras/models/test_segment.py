@@ -36,8 +36,8 @@ def segment_batch(segment_lengths, video_lengths, seed=0, segment_frames=SEGMENT
     ):
         mask = (np.arange(frames)[None, :] < np.asarray(lengths)[:, None]).astype("float32")
         for name, size in (("rgb", 1024), ("audio", 128)):
-            values = rng.uniform(-2, 2, (len(lengths), frames, size)) * mask[..., None]
-            batch[prefix + name] = values.astype("float32")
+            values = rng.integers(0, 256, (len(lengths), frames, size), dtype=np.uint8)
+            batch[prefix + name] = values * mask[..., None].astype(np.uint8)  # quantized, zero-padded
         batch[prefix + "mask"] = mask
     return batch
 

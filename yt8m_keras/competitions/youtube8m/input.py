@@ -10,10 +10,12 @@ every 5 s segment of the test videos. Three streams serve these steps:
   prediction (`video_segment_dataset` + `flatten_segments` is the same stream
   grouped by video, which avoids copying each whole video once per segment).
 
-Features are dequantized to [-2, 2] by `yt8m_frame.parse` (their PyTorch code fed the
-raw 0-255 bytes: weights ported from it expect that scale). Videos are zero-padded or
-truncated to `max_frames` (one frame per second) with a float `mask`; segments are
-cut from those first `max_frames` frames (all of a video at the official 300).
+Frames stay quantized: uint8, as `yt8m_frame.parse` decodes them (a quarter of the
+float32 bytes, and no arithmetic on the host). The models dequantize them to [-2, 2] in
+their first layer (`yt8m_keras.models.dequantize.Dequantize`, on the accelerator; their
+PyTorch code fed the raw 0-255 bytes: weights ported from it expect that scale). Videos
+are zero-padded or truncated to `max_frames` (one frame per second) with a float `mask`;
+segments are cut from those first `max_frames` frames (all of a video at the official 300).
 
 Segment loss contract (what `segment_dataset` promises the trainer)
 -------------------------------------------------------------------
@@ -40,7 +42,7 @@ B * num_classes, since the number of known entries varies from batch to batch.
 Example:
 
 >>> ds = video_dataset("data/yt8m", "train", batch_size=64, seed=1)
->>> features, labels = next(iter(ds))  # features["rgb"]: [64, 300, 1024]; labels: [64, 3862]
+>>> features, labels = next(iter(ds))  # features["rgb"]: uint8 [64, 300, 1024]; labels: [64, 3862]
 >>> ds = segment_dataset("data/yt8m", "validate", batch_size=64, context_frames=3)
 >>> features, y = next(iter(ds))  # features["segment_rgb"]: [64, 11, 1024]; y: [64, 2, 3862]
 >>> targets, weights = y[:, 0], y[:, 1]
@@ -84,11 +86,10 @@ def _cut_windows(rgb: tf.Tensor, audio: tf.Tensor, num_frames: tf.Tensor, video_
     # Clipped only to gather something; the mask zeroes what lies outside the video.
     index = tf.clip_by_value(index, 0, tf.shape(rgb)[1] - 1)
     index = tf.stack([tf.broadcast_to(tf.cast(video_index, tf.int32)[:, None], tf.shape(index)), index], axis=-1)
-    mask = tf.cast(inside, tf.float32)
     return {
-        "segment_rgb": tf.gather_nd(rgb, index) * mask[..., None],
-        "segment_audio": tf.gather_nd(audio, index) * mask[..., None],
-        "segment_mask": mask,
+        "segment_rgb": tf.gather_nd(rgb, index) * tf.cast(inside, rgb.dtype)[..., None],
+        "segment_audio": tf.gather_nd(audio, index) * tf.cast(inside, audio.dtype)[..., None],
+        "segment_mask": tf.cast(inside, tf.float32),
     }
 
 
@@ -96,15 +97,15 @@ def segment_windows(video: Dict[str, tf.Tensor], start_times: tf.Tensor, context
     """Cuts the windows `[start - context, start + 5 + context)` of several segments of a video.
 
     Args:
-        video: a parsed video (`yt8m_frame.parse`): `rgb` [T, 1024], `audio` [T, 128],
-            `num_frames`.
+        video: a parsed video (`yt8m_frame.parse`): `rgb` [T, 1024], `audio` [T, 128]
+            (uint8 as parsed, or floats), `num_frames`.
         start_times: int [S], segment starts in seconds (= frames).
         context_frames: frames of context on each side of the 5 segment frames.
 
     Returns:
-        `segment_rgb` [S, L, 1024], `segment_audio` [S, L, 128], `segment_mask` [S, L]
-        with L = 5 + 2 * context_frames; frames outside the video (before its first or
-        after its last frame) are zero and masked.
+        `segment_rgb` [S, L, 1024], `segment_audio` [S, L, 128] (the frames' dtype),
+        `segment_mask` float32 [S, L] with L = 5 + 2 * context_frames; frames outside the
+        video (before its first or after its last frame) are zero and masked.
     """
     return _cut_windows(video[kind.RGB][None], video[kind.AUDIO][None], video["num_frames"][None],
                         tf.zeros_like(start_times, tf.int32), start_times, context_frames)
@@ -145,9 +146,9 @@ def video_dataset(data_dir: str, split: str = "train", batch_size: int = 64, max
                   drop_remainder: bool = True, skip_batches: int = 0) -> tf.data.Dataset:
     """Batches of (features, labels), one entry per video, for video-level training.
 
-    `features`: `rgb` float32 [B, max_frames, 1024], `audio` [B, max_frames, 128]
-    (dequantized, zero after the last frame), `mask` [B, max_frames] (1 on real frames);
-    `labels`: multi-hot float32 [B, num_classes].
+    `features`: `rgb` uint8 [B, max_frames, 1024], `audio` uint8 [B, max_frames, 128]
+    (quantized as stored, zero after the last frame: the model dequantizes them), `mask`
+    float32 [B, max_frames] (1 on real frames); `labels`: multi-hot float32 [B, num_classes].
 
     Args:
         data_dir: a converted `yt8m_frame` dataset directory (manifest.json + shards).
@@ -158,10 +159,10 @@ def video_dataset(data_dir: str, split: str = "train", batch_size: int = 64, max
         seed: the same seed gives the same stream, batch for batch.
         repeat: repeat forever (epochs are then `steps_per_epoch` long).
         shuffle_buffer: serialized videos in the shuffle buffer (about 350 KB each for
-            300 frames; shuffled before parsing, so 4x less memory than parsed videos).
+            300 frames; shuffled before parsing).
         drop_remainder: drop the last partial batch (static batch size for TPUs).
         skip_batches: start after this many batches of the same stream (a resumed run);
-            skipped videos are read but never parsed nor dequantized.
+            skipped videos are read but never parsed.
     """
     paths, compression, num_classes = _split(data_dir, split)
     ds = records(paths, compression, shuffle=shuffle, seed=seed)
@@ -183,7 +184,7 @@ def _rated_segment_starts(serialized: tf.Tensor, max_frames: int) -> tf.Tensor:
     """Sorted distinct start times of a record's rated segments that have a frame in the first max_frames.
 
     Reads the context and the audio frames only: the audio list gives the number of
-    frames (rgb has as many) at 1/8 of the bytes, and nothing is dequantized.
+    frames (rgb has as many) at 1/8 of the bytes, and no frame is decoded.
     """
     context, sequence = tf.io.parse_single_sequence_example(
         serialized, {kind.SEGMENT_START_TIMES: tf.io.VarLenFeature(tf.int64)},
@@ -211,10 +212,10 @@ def segment_dataset(data_dir: str, split: str = "validate", batch_size: int = 64
     A record may rate several segments, and a segment several classes: each distinct
     `segment_start_times` value of a record is one entry, with all its ratings.
 
-    `features` (float32): `segment_rgb` [B, L, 1024], `segment_audio` [B, L, 128],
-    `segment_mask` [B, L] with L = 5 + 2 * context_frames (the segment's 5 frames and
-    `context_frames` on each side; frames outside the video are zero and masked), and
-    the whole video: `rgb` [B, max_frames, 1024], `audio`, `mask` (as `video_dataset`).
+    `features`: `segment_rgb` uint8 [B, L, 1024], `segment_audio` uint8 [B, L, 128],
+    `segment_mask` float32 [B, L] with L = 5 + 2 * context_frames (the segment's 5 frames
+    and `context_frames` on each side; frames outside the video are zero and masked), and
+    the whole video: `rgb` uint8 [B, max_frames, 1024], `audio`, `mask` (as `video_dataset`).
     `y`: float32 [B, 2, num_classes], targets `y[:, 0]` and weights `y[:, 1]` (see the
     loss contract at the top of this module).
 
@@ -249,9 +250,9 @@ def segment_dataset(data_dir: str, split: str = "validate", batch_size: int = 64
         return tf.fill(tf.shape(starts), serialized), starts
 
     # One (serialized video, start) entry per segment: the entries, not parsed videos,
-    # are shuffled and skipped, so the buffer holds bytes (not 4x as many floats) and a
-    # resumed run skips without dequantizing. The price: a video rated at k segments is
-    # parsed k times.
+    # are shuffled and skipped, so the buffer holds the records' bytes (not padded
+    # frames) and a resumed run skips without decoding. The price: a video rated at k
+    # segments is parsed k times.
     ds = ds.map(rated_segments, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -312,8 +313,8 @@ def video_segment_dataset(data_dir: str, split: str = "test", videos_per_batch: 
     Deterministic, in shard order (as `segment_inference_dataset`). Each element is a
     batch of V = `videos_per_batch` videos (the last may be smaller): `id` [V] string,
     `start_time` int64 [V, S] (-1 after the video's last segment, S =
-    `max_segments(max_frames, stride, drop_first, drop_last)`), `rgb` [V, max_frames,
-    1024], `audio` [V, max_frames, 128], `mask` [V, max_frames]. The segments' windows
+    `max_segments(max_frames, stride, drop_first, drop_last)`), `rgb` uint8 [V, max_frames,
+    1024], `audio` uint8 [V, max_frames, 128], `mask` [V, max_frames]. The segments' windows
     are not cut here: `flatten_segments(element, context_frames)`, run on the
     accelerator, cuts them and gives the `segment_inference_dataset` form, so the
     host neither copies a video per segment nor the overlapping windows.
@@ -334,8 +335,8 @@ def video_segment_dataset(data_dir: str, split: str = "test", videos_per_batch: 
     ds = ds.padded_batch(videos_per_batch, padded_shapes={
         kind.ID: [], "start_time": [max_segments(max_frames, stride, drop_first, drop_last)],
         kind.RGB: [max_frames, kind.RGB_SIZE], kind.AUDIO: [max_frames, kind.AUDIO_SIZE], "mask": [max_frames],
-    }, padding_values={kind.ID: b"", "start_time": tf.constant(-1, tf.int64), kind.RGB: 0.0, kind.AUDIO: 0.0,
-                       "mask": 0.0})
+    }, padding_values={kind.ID: b"", "start_time": tf.constant(-1, tf.int64), kind.RGB: tf.constant(0, tf.uint8),
+                       kind.AUDIO: tf.constant(0, tf.uint8), "mask": 0.0})
     return deterministic(ds.prefetch(AUTOTUNE))
 
 
@@ -376,9 +377,9 @@ def segment_inference_dataset(data_dir: str, split: str = "test", batch_size: in
     Elements (B segments; the last batch may be smaller): `id` [B] string, `start_time`
     [B] int64, `segment_rgb` [B, L, 1024], `segment_audio` [B, L, 128], `segment_mask`
     [B, L] (L = 5 + 2 * context_frames, frames outside the video zero and masked), and
-    the segment's whole video `rgb` [B, max_frames, 1024], `audio`, `mask`.
+    the segment's whole video `rgb` [B, max_frames, 1024], `audio`, `mask`; frames uint8.
 
-    Cost: every segment carries a copy of its whole video (1.4 MB at 300 frames, 350 MB
+    Cost: every segment carries a copy of its whole video (0.35 MB at 300 frames, 88 MB
     per batch of 256), made on the host by `batch`. For the test set (~1.7M segments)
     prefer `video_segment_dataset` + `flatten_segments` on the accelerator: the same
     segments at 10-20x the rate (then bound by parsing, as `video_dataset`) with 1/55

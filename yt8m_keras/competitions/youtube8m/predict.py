@@ -36,6 +36,13 @@ def _as_video_inputs(features: Dict) -> Dict:
     return {key: features[f"segment_{key}"] for key in FRAME_KEYS}
 
 
+def _dequantized(features: Dict) -> Dict:
+    """The pipeline's uint8 frames -> the dequantized float32 frames the exported `frames` and
+    `segments` signatures take (they quantize them back exactly); other keys unchanged."""
+    return {key: kind.dequantize(value) if key.endswith((kind.RGB, kind.AUDIO)) and value.dtype.is_integer
+            else value for key, value in features.items()}
+
+
 def evaluate_videos(model, recipe, data_dir: str, split: str = None, batch_size: int = 32,
                     seed: int = 0) -> Dict[str, Dict[str, float]]:
     """Video-level GAP@20, Hit@1, PERR and mAP of `model` and of a random model."""
@@ -138,14 +145,16 @@ class ExportedModel:
 
     def segment_scores(self, segments: Dict[str, tf.Tensor]) -> np.ndarray:
         if self.recipe.task == "yt8m_segment":
-            inputs = {key: segments[key] for key in SEGMENT_KEYS + FRAME_KEYS}
+            inputs = _dequantized({key: segments[key] for key in SEGMENT_KEYS + FRAME_KEYS})
             return self._loaded.signatures["segments"](**inputs)["predictions"].numpy()
-        return self._loaded.signatures["frames"](**_as_video_inputs(segments))["predictions"].numpy()
+        inputs = _dequantized(_as_video_inputs(segments))
+        return self._loaded.signatures["frames"](**inputs)["predictions"].numpy()
 
     def video_scores(self, videos: Dict[str, tf.Tensor]) -> np.ndarray:
         if self.recipe.task != "yt8m_video":
             raise UserError(f"{self.path} scores segments; --task videos needs a video-level model")
-        return self._loaded.signatures["frames"](**{key: videos[key] for key in FRAME_KEYS})["predictions"].numpy()
+        inputs = _dequantized({key: videos[key] for key in FRAME_KEYS})
+        return self._loaded.signatures["frames"](**inputs)["predictions"].numpy()
 
 
 def load_models(paths: Sequence[str], data_dir: str) -> List[ExportedModel]:

@@ -27,8 +27,9 @@ from tfrecords import yt8m_frame as kind
 from yt8m_keras.competitions.youtube8m import input as data
 from yt8m_keras.models.segment import (SEGMENT_INPUT_NAMES, VIDEO_INPUT_NAMES, clone_encoder,
                                        video_embedding_model)
-from yt8m_keras.competitions.youtube8m.video_task import (FRAME_KEYS, class_ids, frame_specs, read_classes,
-                                                          read_manifest, set_stage, top_k, warmup_record)
+from yt8m_keras.competitions.youtube8m.video_task import (FRAME_KEYS, class_ids, frame_specs, quantized,
+                                                          read_classes, read_manifest, set_stage, top_k,
+                                                          warmup_record)
 from yt8m_keras.models import build_registered
 from yt8m_keras.recipes import ModelConfig
 
@@ -93,13 +94,16 @@ def val_dataset(recipe, data_dir: str, global_batch: int) -> tf.data.Dataset:
 
 def serving_signatures(model: keras.Model, recipe, classes: List[Dict]) -> Dict:
     """`serving_default`: serialized official SequenceExamples -> every segment (stride 5)
-    with its top-k classes and scores; `segments`: segment and video frames -> predictions."""
+    with its top-k classes and scores; `segments`: segment and video frames (dequantized,
+    float32) -> predictions, the frames quantized back to the uint8 the model takes
+    (`video_task.quantized`: exact for dequantized values)."""
     num_classes, max_frames = len(classes), recipe.data.max_frames
     ids = class_ids(classes)
     k = min(recipe.export.top_k, num_classes)
     segments_per_video = data.max_segments(max_frames)
     signature = {kind.ID: tf.TensorSpec([], tf.string), "start_time": tf.TensorSpec([segments_per_video], tf.int64),
-                 **{key: tf.TensorSpec(spec.shape[1:], tf.float32) for key, spec in frame_specs(max_frames).items()}}
+                 **{key: tf.TensorSpec(spec.shape[1:], tf.float32 if key == "mask" else tf.uint8)
+                    for key, spec in frame_specs(max_frames).items()}}
 
     def parse_one(record):
         video = kind.parse(record, num_classes, max_frames)
@@ -121,7 +125,7 @@ def serving_signatures(model: keras.Model, recipe, classes: List[Dict]) -> Dict:
 
     @tf.function(input_signature=[specs[key] for key in INPUT_KEYS])
     def serve_segments(segment_rgb, segment_audio, segment_mask, rgb, audio, mask):
-        inputs = dict(zip(INPUT_KEYS, (segment_rgb, segment_audio, segment_mask, rgb, audio, mask)))
+        inputs = quantized(dict(zip(INPUT_KEYS, (segment_rgb, segment_audio, segment_mask, rgb, audio, mask))))
         return {"predictions": model(inputs, training=False)}
 
     return {"serving_default": serve_examples, "segments": serve_segments}

@@ -67,10 +67,10 @@ def top_k(predictions: tf.Tensor, ids: tf.Tensor, k: int) -> Dict[str, tf.Tensor
 
 
 def parse_videos(serialized: tf.Tensor, num_classes: int, max_frames: int) -> Dict[str, tf.Tensor]:
-    """A batch of serialized records -> `id` and the model's frame inputs, by `yt8m_frame.parse`."""
+    """A batch of serialized records -> `id` and the model's frame inputs (uint8 frames), by `yt8m_frame.parse`."""
     signature = {kind.ID: tf.TensorSpec([], tf.string),
-                 kind.RGB: tf.TensorSpec([max_frames, kind.RGB_SIZE], tf.float32),
-                 kind.AUDIO: tf.TensorSpec([max_frames, kind.AUDIO_SIZE], tf.float32),
+                 kind.RGB: tf.TensorSpec([max_frames, kind.RGB_SIZE], tf.uint8),
+                 kind.AUDIO: tf.TensorSpec([max_frames, kind.AUDIO_SIZE], tf.uint8),
                  "mask": tf.TensorSpec([max_frames], tf.float32)}
 
     def parse_one(record):
@@ -81,14 +81,29 @@ def parse_videos(serialized: tf.Tensor, num_classes: int, max_frames: int) -> Di
 
 
 def frame_specs(max_frames=None) -> Dict[str, tf.TensorSpec]:
+    """The float frame inputs of the batch-prediction signatures: dequantized, as clients have them."""
     return {kind.RGB: tf.TensorSpec([None, max_frames, kind.RGB_SIZE], tf.float32, name=kind.RGB),
             kind.AUDIO: tf.TensorSpec([None, max_frames, kind.AUDIO_SIZE], tf.float32, name=kind.AUDIO),
             "mask": tf.TensorSpec([None, max_frames], tf.float32, name="mask")}
 
 
+def quantized(frames: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Dequantized float frames -> the uint8 the models take (every other key unchanged).
+
+    The models' Inputs are uint8 and a Keras model casts what it is given to them, so float
+    frames must be quantized back, not passed on. `yt8m_frame.quantize_tensor` is exact on
+    dequantized values (the same bytes come back, the model dequantizes them to the same
+    floats): predictions equal those of the records the frames came from.
+    """
+    return {key: kind.quantize_tensor(value) if key.endswith((kind.RGB, kind.AUDIO)) else value
+            for key, value in frames.items()}
+
+
 def serving_signatures(model: keras.Model, recipe, classes: List[Dict]) -> Dict:
     """`serving_default`: serialized official SequenceExamples -> top-k classes and scores;
-    `frames`: dequantized frame tensors -> predictions (batch prediction)."""
+    `frames`: dequantized frame tensors (float32 `rgb`, `audio`, `mask`) -> predictions
+    (batch prediction); the frames are quantized back to the uint8 the model takes
+    (`quantized`: exact for dequantized values)."""
     num_classes, max_frames = len(classes), recipe.data.max_frames
     ids = class_ids(classes)
     k = min(recipe.export.top_k, num_classes)
@@ -103,7 +118,8 @@ def serving_signatures(model: keras.Model, recipe, classes: List[Dict]) -> Dict:
 
     @tf.function(input_signature=[specs[key] for key in FRAME_KEYS])
     def serve_frames(rgb, audio, mask):
-        return {"predictions": model({kind.RGB: rgb, kind.AUDIO: audio, "mask": mask}, training=False)}
+        frames = quantized({kind.RGB: rgb, kind.AUDIO: audio, "mask": mask})
+        return {"predictions": model(frames, training=False)}
 
     return {"serving_default": serve_examples, "frames": serve_frames}
 

@@ -118,13 +118,9 @@ def data_dir(videos, tmp_path_factory):
     })
 
 
-def dequantized(quantized):
-    return quantized.astype(np.float32) * (4 / 255) + (4 / 512 - 2)
-
-
 def marker(features, column):
-    """The marker of a dequantized frame (or frames) -> int."""
-    return np.rint((np.asarray(features)[..., column] - kind.BIAS) / kind.SCALE).astype(int)
+    """The marker of a (quantized, uint8) frame or frames -> int."""
+    return np.asarray(features)[..., column].astype(int)
 
 
 def all_batches(ds):
@@ -142,10 +138,14 @@ def test_video_batches_have_static_shapes_and_dtypes(data_dir):
     assert set(features) == {"rgb", "audio", "mask"}
     assert features["rgb"].shape == (4, MAX_FRAMES, 1024) and features["audio"].shape == (4, MAX_FRAMES, 128)
     assert features["mask"].shape == (4, MAX_FRAMES) and labels.shape == (4, NUM_CLASSES)
-    assert all(spec.dtype == tf.float32 for spec in [*features.values(), labels])
+    # Frames travel quantized (a quarter of the bytes); the model dequantizes them.
+    assert features["rgb"].dtype == tf.uint8 and features["audio"].dtype == tf.uint8
+    assert features["mask"].dtype == tf.float32 and labels.dtype == tf.float32
+    batch, _ = next(iter(video_dataset(data_dir, "train", batch_size=4, max_frames=MAX_FRAMES)))
+    assert batch["rgb"].dtype == tf.uint8 and batch["audio"].dtype == tf.uint8
 
 
-def test_video_features_are_dequantized_padded_masked_and_labelled(data_dir, videos):
+def test_video_features_are_quantized_padded_masked_and_labelled(data_dir, videos):
     by_number = {v["number"]: v for v in videos["train"]}
     seen = []
     for features, labels in all_batches(video_dataset(data_dir, "train", batch_size=5, max_frames=MAX_FRAMES,
@@ -153,8 +153,8 @@ def test_video_features_are_dequantized_padded_masked_and_labelled(data_dir, vid
         for rgb, audio, mask, label in zip(features["rgb"], features["audio"], features["mask"], labels):
             video = by_number[int(marker(rgb[0], VIDEO_COLUMN))]
             n = min(len(video["rgb"]), MAX_FRAMES)  # short videos padded, long ones truncated
-            np.testing.assert_allclose(rgb[:n], dequantized(video["rgb"][:n]), atol=1e-6)
-            np.testing.assert_allclose(audio[:n], dequantized(video["audio"][:n]), atol=1e-6)
+            np.testing.assert_array_equal(rgb[:n], video["rgb"][:n])
+            np.testing.assert_array_equal(audio[:n], video["audio"][:n])
             np.testing.assert_array_equal(mask, np.arange(MAX_FRAMES) < n)
             assert not rgb[n:].any() and not audio[n:].any()
             np.testing.assert_array_equal(label, np.isin(np.arange(NUM_CLASSES), video["labels"]))
@@ -191,6 +191,9 @@ def test_segment_batches_have_static_shapes(data_dir):
     assert features["segment_mask"].shape == (4, WINDOW) and features["rgb"].shape == (4, MAX_FRAMES, 1024)
     assert features["audio"].shape == (4, MAX_FRAMES, 128) and features["mask"].shape == (4, MAX_FRAMES)
     assert y.shape == (4, 2, NUM_CLASSES) and y.dtype == tf.float32
+    for key in ("segment_rgb", "segment_audio", "rgb", "audio"):
+        assert features[key].dtype == tf.uint8, key
+    assert features["segment_mask"].dtype == tf.float32 and features["mask"].dtype == tf.float32
 
 
 def segment_entries(data_dir, split="validate", max_frames=30):
@@ -222,11 +225,11 @@ def test_segment_windows_clip_context_at_the_video_ends(data_dir):
         index = np.arange(start - CONTEXT, start + 5 + CONTEXT)
         inside = (index >= 0) & (index < frames)
         np.testing.assert_array_equal(f["segment_mask"], inside)
-        np.testing.assert_allclose(f["segment_rgb"][inside], dequantized(RATED["rgb"][index[inside]]), atol=1e-6)
-        np.testing.assert_allclose(f["segment_audio"][inside], dequantized(RATED["audio"][index[inside]]), atol=1e-6)
+        np.testing.assert_array_equal(f["segment_rgb"][inside], RATED["rgb"][index[inside]])
+        np.testing.assert_array_equal(f["segment_audio"][inside], RATED["audio"][index[inside]])
         assert not f["segment_rgb"][~inside].any() and not f["segment_audio"][~inside].any()
         np.testing.assert_array_equal(f["mask"], np.arange(30) < frames)  # and the whole video
-        np.testing.assert_allclose(f["rgb"][:frames], dequantized(RATED["rgb"]), atol=1e-6)
+        np.testing.assert_array_equal(f["rgb"][:frames], RATED["rgb"])
     assert not features[0]["segment_mask"][:CONTEXT].any() and not features[20]["segment_mask"][-5:].any()
 
 
@@ -294,15 +297,16 @@ def test_inference_gives_every_segment_in_shard_order(data_dir, videos, drop_fir
         index = np.arange(start - CONTEXT, start + 5 + CONTEXT)
         inside = (index >= 0) & (index < frames)
         np.testing.assert_array_equal(row["segment_mask"], inside)
-        np.testing.assert_allclose(row["segment_rgb"][inside], dequantized(video["rgb"][index[inside]]), atol=1e-6)
+        np.testing.assert_array_equal(row["segment_rgb"][inside], video["rgb"][index[inside]])
         assert not row["segment_rgb"][~inside].any()
-        np.testing.assert_allclose(row["rgb"][:frames], dequantized(video["rgb"][:frames]), atol=1e-6)
+        np.testing.assert_array_equal(row["rgb"][:frames], video["rgb"][:frames])
         np.testing.assert_array_equal(row["mask"], np.arange(30) < frames)
 
 
 def test_video_segment_dataset_flattens_to_the_inference_stream(data_dir):
     spec = video_segment_dataset(data_dir, "test", videos_per_batch=3, max_frames=30, drop_first=1).element_spec
     assert spec["start_time"].shape == (None, 5) and spec["rgb"].shape == (None, 30, 1024)
+    assert spec["rgb"].dtype == tf.uint8 and spec["audio"].dtype == tf.uint8
     flatten = tf.function(lambda videos: flatten_segments(videos, context_frames=CONTEXT))  # as a predict step
     flat = [flatten(videos) for videos in video_segment_dataset(data_dir, "test", videos_per_batch=3, max_frames=30,
                                                                 drop_first=1)]

@@ -68,6 +68,57 @@ def test_video_export_serves_official_records_with_the_training_parser(yt8m_data
     np.testing.assert_array_equal(served["class_ids"].numpy(), ids[top])
 
 
+def _float_frames(frames):
+    """uint8 frames (and masks) -> what a client of the `frames`/`segments` signatures has:
+    dequantized float32 frames, zero after the last frame (as the pipeline gave them before)."""
+    out = {}
+    for key, value in frames.items():
+        if key.endswith("mask"):
+            out[key] = value
+        else:
+            mask = frames[key.replace("rgb", "mask").replace("audio", "mask")]
+            out[key] = kind.dequantize(value) * tf.cast(mask, tf.float32)[..., None]
+    return out
+
+
+def test_frames_signature_takes_dequantized_floats_and_predicts_as_the_records(yt8m_data, yt8m_pretrained,
+                                                                               exported_pair):
+    data_dir, _ = yt8m_data
+    recipe, classes, model = trainer.load_trained(yt8m_pretrained)
+    records = _records(data_dir, "validate", 3)
+    parsed = [kind.parse(tf.constant(r), len(classes), recipe.data.max_frames) for r in records]
+    frames = {key: tf.stack([p[key] for p in parsed]) for key in ("rgb", "audio", "mask")}
+    assert frames["rgb"].dtype == tf.uint8
+    loaded = tf.saved_model.load(exported_pair[1])
+    served = loaded.signatures["frames"](**_float_frames(frames))["predictions"].numpy()
+    np.testing.assert_allclose(served, model.predict_on_batch(frames), atol=1e-5)
+    by_record = loaded.signatures["serving_default"](tf_example=tf.constant(records))["predictions"].numpy()
+    np.testing.assert_allclose(served, by_record, atol=1e-6)
+    # The signature's float inputs are unchanged for clients.
+    spec = loaded.signatures["frames"].structured_input_signature[1]
+    assert {key: s.dtype for key, s in spec.items()} == {"rgb": tf.float32, "audio": tf.float32, "mask": tf.float32}
+
+
+def test_segments_signature_takes_dequantized_floats_and_predicts_as_the_records(yt8m_data, segment_run,
+                                                                                 exported_pair):
+    from yt8m_keras.competitions.youtube8m import input as data
+
+    data_dir, _ = yt8m_data
+    recipe, classes, _ = trainer.load_trained(segment_run)
+    records = _records(data_dir, "test", 2)
+    loaded = tf.saved_model.load(exported_pair[0])
+    by_record = loaded.signatures["serving_default"](tf_example=tf.constant(records))
+    videos = next(iter(data.video_segment_dataset(data_dir, "test", videos_per_batch=2,
+                                                  max_frames=recipe.data.max_frames)))
+    segments = data.flatten_segments(videos, recipe.data.context_frames)
+    assert segments["segment_rgb"].dtype == tf.uint8
+    inputs = _float_frames({key: segments[key] for key in ("segment_rgb", "segment_audio", "segment_mask",
+                                                             "rgb", "audio", "mask")})
+    served = loaded.signatures["segments"](**inputs)["predictions"].numpy()
+    np.testing.assert_array_equal(segments["start_time"].numpy(), by_record["start_time"].numpy())
+    np.testing.assert_allclose(served, by_record["predictions"].numpy(), atol=1e-6)
+
+
 def test_segment_export_scores_every_segment(yt8m_data, exported_pair):
     data_dir, _ = yt8m_data
     records = _records(data_dir, "test", 2)
