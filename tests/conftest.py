@@ -101,8 +101,8 @@ def yt8m_pretrained(yt8m_data, tmp_path_factory):
 
 
 # The tiny taxonomy recipe made smaller still: a few steps of a tiny T5.
-TAXONOMY_TINY = ["training.batch_size=16", "training.steps_per_epoch=12", "training.epochs=2",
-                 "training.backup_every_steps=6", "training.warmup_epochs=0.5"]
+TAXONOMY_TINY = ["training.batch_size=16", "training.steps_per_epoch=8", "training.epochs=2",
+                 "training.backup_every_steps=4", "training.warmup_epochs=0.5"]
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,8 @@ def test_training_run_directory(trained_run):
     assert len(lines) == 1 + recipe.training.epochs and "val_accuracy" in lines[0]
 
 
+# The same resume, from a real SIGKILL, runs by default in test_faults_training.py.
+@pytest.mark.slow
 def test_resume_mid_epoch_and_mid_accumulation_is_exact(cdiscount_data, tiny_training, tmp_path, monkeypatch):
     data, _ = cdiscount_data
     # Backups every 3 micro-batches with 2 per update: the one at step 3 is inside epoch 1

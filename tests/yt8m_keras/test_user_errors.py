@@ -176,7 +176,8 @@ def test_missing_shard(data_copy, tmp_path, capsys):
     assert _error_line(capsys).startswith(f"error: shard missing: {shard}")
 
 
-@pytest.mark.parametrize("split, where", [("train", "start"), ("val", "middle")])
+@pytest.mark.parametrize("split, where", [("train", "start"),
+                                          pytest.param("val", "middle", marks=pytest.mark.slow)])
 def test_corrupted_shard_is_named(data_copy, tmp_path, capsys, split, where):
     manifest = json.load(open(os.path.join(data_copy, "manifest.json")))
     shard = os.path.join(data_copy, manifest["splits"][split]["shards"][0])

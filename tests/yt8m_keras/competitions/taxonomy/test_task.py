@@ -49,6 +49,7 @@ def test_tokenizer_round_trips_every_target(decoder):
         [kind.target_text(p) for p in decoder.taxonomy.paths]
 
 
+@pytest.mark.slow  # by default, test_evaluate_... checks the same on every validation line
 def test_constrained_outputs_are_valid_paths_and_greedy_matches_where_valid(decoder, taxonomy_data):
     rows = [r for r in read_split(taxonomy_data[0], "val")][:24]
     encoded = decoder.encode(rows)
