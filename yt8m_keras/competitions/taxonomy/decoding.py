@@ -109,7 +109,9 @@ class TaxonomyDecoder:
             return []
         texts = self.tokenizer.detokenize(tf.ragged.constant(cut, dtype=tf.int32, ragged_rank=1))
         texts = texts.numpy() if hasattr(texts, "numpy") else texts
-        return [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
+        # Stripped: SentencePiece keeps a lone leading "▁" piece as a space in one code path and
+        # not in another; no label starts or ends with a space.
+        return [(t.decode("utf-8") if isinstance(t, bytes) else str(t)).strip() for t in texts]
 
     def labels(self, ids: np.ndarray, decoding: str) -> List[Optional[tuple]]:
         """Four fields per row (None: an unconstrained output that is not 'a > b > c | d')."""

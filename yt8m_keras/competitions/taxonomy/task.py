@@ -160,7 +160,8 @@ def serving_signatures(model: keras.Model, recipe, classes: List[Dict]) -> Dict:
         inputs, ids = in_chunks(description, retailer, price, run(free))
         ended = tf.cumsum(tf.cast(ids == data.END, tf.int32), axis=1, exclusive=True) > 0
         tokens = tf.ragged.boolean_mask(ids, ~ended & (ids != data.END) & (ids != data.PAD))
-        return {"text": model.tokenizer.detokenize(tokens), "score": tf.exp(sequence_log_likelihood(model, inputs, ids))}
+        return {"text": tf.strings.strip(model.tokenizer.detokenize(tokens)),
+                "score": tf.exp(sequence_log_likelihood(model, inputs, ids))}
 
     return {"serving_default": serve, "unconstrained": serve_unconstrained}
 
