@@ -65,6 +65,7 @@ def test_shard_names():
     assert layout.shard_name("val", 0, 1, "gzip") == "val-00000-of-00001.tfrecord.gz"
 
 
+@pytest.mark.slow  # two more Python processes
 def test_encoding_does_not_depend_on_the_process_hash_seed():
     import os
     import subprocess

@@ -43,6 +43,7 @@ def test_his_shards_train_as_they_are(melanoma_run):
     assert "val_auc" in result["history"] and "auc" in result["history"]
 
 
+@pytest.mark.slow  # the trainer's mixed precision is exercised by default elsewhere; this is the melanoma model's
 def test_mixed_precision_trains(deotte_dir, tmp_path):
     import keras
 
