@@ -933,11 +933,6 @@ def _jsonl(rows: Iterable[Dict]) -> str:
     return "".join(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n" for row in rows)
 
 
-def _count_reason(letter: Dict) -> Dict:
-    Metrics.counter(NAMESPACE, "rejected_" + letter["reason"]).inc()
-    return letter
-
-
 def _parser(prog: str) -> ArgumentParser:
     parser = common.job_parser(
         prog, "Convert the Avito Demand Prediction Challenge's CSVs and pictures to avito_ad TFRecords with "
@@ -1011,7 +1006,7 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.avito
              | "WriteSentences" >> common.WriteReport(args.output, "sentences"))
         _ = ((bad_rows, duplicates) | "Rejected" >> beam.Flatten()
              | "CountRejected" >> beam.Map(common.CountAs(NAMESPACE, "rejected"))
-             | "CountReasons" >> beam.Map(_count_reason)
+             | "CountReasons" >> beam.Map(common.CountReason(NAMESPACE))
              | "WriteRejected" >> common.WriteReport(args.output, REJECTED))
         _ = image_letters | "WriteImageLetters" >> common.WriteReport(args.output, "rejected_images")
         _ = counts | "WriteCounts" >> common.WriteReport(args.output, "inputs")

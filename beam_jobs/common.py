@@ -213,6 +213,17 @@ class CountAs:
         return element
 
 
+class CountReason:
+    """A pass-through Map function over dead letters that counts each as `rejected_<its reason>`."""
+
+    def __init__(self, namespace: str):
+        self._namespace = namespace
+
+    def __call__(self, letter: Dict) -> Dict:
+        Metrics.counter(self._namespace, "rejected_" + letter["reason"]).inc()
+        return letter
+
+
 def run_installed(module: str) -> int:
     """`python -m beam_jobs.JOB`: runs the installed module's `run` and prints the summary.
 

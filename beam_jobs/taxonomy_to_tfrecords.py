@@ -536,11 +536,6 @@ def taxonomy_csv(rows: Iterable[Dict]) -> str:
     return text.getvalue()
 
 
-def _count_reason(letter: Dict) -> Dict:
-    Metrics.counter(NAMESPACE, "rejected_" + letter["reason"]).inc()
-    return letter
-
-
 def _complete_shards(output: str, shards: Dict[str, int], reports: List[Dict]) -> List[Dict]:
     """The reports of every planned shard: an empty file where no record fell (hash collisions)."""
     written = {(r["split"], r["order"]) for r in reports}
@@ -634,7 +629,7 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.taxon
                  | "WriteSentences" >> common.WriteReport(args.output, "sentences"))
         _ = (rejected
              | "CountRejected" >> beam.Map(common.CountAs(NAMESPACE, "rejected"))
-             | "CountReasons" >> beam.Map(_count_reason)
+             | "CountReasons" >> beam.Map(common.CountReason(NAMESPACE))
              | "WriteRejected" >> common.WriteReport(args.output, "rejected"))
         _ = counts | "WriteCounts" >> common.WriteReport(args.output, "inputs")
         _ = reports | "WriteShardList" >> common.WriteReport(args.output, "shards")

@@ -122,8 +122,9 @@ def test_pictures_broken_and_missing(raw, frames):
         present = [n for n in names if n + ".jpg" in files]
         decoded = {n: _decodes(os.path.join(folder, n + ".jpg")) for n in present}
         broken = [n for n, size in decoded.items() if size is None]
-        assert 1 <= len(missing) <= max(1, 0.02 * len(names))
-        assert 1 <= len(broken) <= max(1, 0.04 * len(names))
+        # The generator breaks and removes exact shares of each split's pictures (at least one each).
+        assert len(missing) == max(1, round(sample.MISSING * len(names)))
+        assert len(broken) == max(1, round(sample.BROKEN * len(names)))
         assert len(decoded) - len(broken) > 0.95 * len(names)
         sizes += [size for size in decoded.values() if size]
     widths, heights = np.array(sizes).T
