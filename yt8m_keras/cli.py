@@ -81,10 +81,16 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _add_predict(subparsers) -> None:
+    parser = subparsers.add_parser("predict", help="write a submission with exported models")
+    add_predict_arguments(parser)
+    parser.set_defaults(handler=_predict)
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `predict`, also those of its Beam twin `python -m beam_jobs.predict`."""
     from yt8m_keras import competitions
 
     outputs = competitions.predict_outputs()
-    parser = subparsers.add_parser("predict", help="write a submission with exported models")
     parser.add_argument("--model", action="append", required=True,
                         help="an exported SavedModel: BASE/NAME/VERSION (repeat to combine models where the "
                         "competition does)")
@@ -96,7 +102,17 @@ def _add_predict(subparsers) -> None:
         + "; default: what the first model was trained for")
     for competition in competitions.all_competitions():
         competition.add_predict_flags(parser)
-    parser.set_defaults(handler=_predict)
+
+
+def predict_plan(args):
+    """The competition's batch-inference plan for parsed `predict` flags (see `yt8m_keras.inference`)."""
+    from yt8m_keras import competitions
+
+    if args.task:
+        competition = competitions.predict_outputs()[args.task]
+    else:
+        competition = competitions.competition_of_task(_exported_task(args.model[0]))
+    return competition.plan(args.model, args.data, args)
 
 
 def _add_quickstart(subparsers) -> None:
@@ -186,14 +202,10 @@ def _evaluate(args) -> None:
 
 
 def _predict(args) -> None:
-    from yt8m_keras import competitions
+    from yt8m_keras.inference import run_local
 
-    _output_file(args.output, "--output")
-    if args.task:
-        competition = competitions.predict_outputs()[args.task]
-    else:
-        competition = competitions.competition_of_task(_exported_task(args.model[0]))
-    print(competition.predict(args.model, args.data, args.output, args))
+    output_file(args.output, "--output")
+    print(run_local(predict_plan(args), args.output)["text"])
 
 
 def _exported_task(model_path: str) -> str:
@@ -229,7 +241,7 @@ def _output_directory(path: str, flag: str) -> str:
     return path
 
 
-def _output_file(path: str, flag: str) -> str:
+def output_file(path: str, flag: str) -> str:
     """Checks, before any work, that a file can be written at `path` (its directory exists)."""
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_keras.competitions import add_flag
+from yt8m_keras.inference import Submission
 
 NAME = "toy"
 TASKS = {"toy": "toy_competition.task"}
@@ -59,13 +60,40 @@ def add_predict_flags(parser):
     pass
 
 
-def predict(model_paths, data_dir, output, args):
-    signature = tf.saved_model.load(model_paths[0]).signatures["serving_default"]
-    ids, _, category_ids = _predictions(
-        lambda records, x: signature(tf_example=tf.constant(records))["category_ids"].numpy(), data_dir, args.split)
-    with open(output, "w", newline="") as f:
-        csv.writer(f).writerows([("id", "category_id"), *zip(ids.tolist(), category_ids.tolist())])
-    return f"wrote {output}: {len(ids)} points"
+class PointScorer:
+    """Serialized points -> (id, category_id), with the export's `serving_default`."""
+
+    def __init__(self, model_path):
+        from yt8m_keras.inference import load_saved_model
+
+        self.signature = load_saved_model(model_path).signatures["serving_default"]
+
+    def __call__(self, records):
+        from toy_competition import kind
+
+        ids = kind.parse(tf.constant(records))["id"].numpy()
+        category_ids = self.signature(tf_example=tf.constant(records))["category_ids"].numpy()
+        return list(zip(ids.tolist(), category_ids.tolist()))
+
+
+class Points(Submission):
+    """`id,category_id`, sorted by id."""
+
+    def write_rows(self, rows, path):
+        from yt8m_keras.inference import write_text
+
+        write_text(path, "id,category_id\n" + "".join(f"{i},{c}\n" for i, c in sorted(rows)))
+        return {"points": len(rows), "text": f"wrote {path}: {len(rows)} points"}
+
+
+def plan(model_paths, data_dir, args):
+    import functools
+
+    from tfrecords.manifest import read_manifest, shard_paths
+    from yt8m_keras.inference import Files, Plan
+
+    paths = shard_paths(data_dir, read_manifest(data_dir), args.split)
+    return Plan(Files(paths, ""), functools.partial(PointScorer, model_paths[0]), Points(), 64, "points")
 
 
 def quickstart(workdir):
@@ -82,5 +110,7 @@ def quickstart(workdir):
     convert("toy", ["--input", paths["points"], "--output", data])
     train(load_recipe(os.path.join(os.path.dirname(__file__), "toy.yaml")), data, model_dir, verbose=0)
     print(evaluate(model_dir, data, SimpleNamespace(split="val")))
-    print(predict([export(model_dir, os.path.join(workdir, "export"))], data, os.path.join(workdir, "s.csv"),
-                  SimpleNamespace(split="test")))
+    from yt8m_keras.inference import run_local
+
+    model = export(model_dir, os.path.join(workdir, "export"))
+    print(run_local(plan([model], data, SimpleNamespace(split="test")), os.path.join(workdir, "s.csv"))["text"])

@@ -85,11 +85,10 @@ def add_predict_flags(parser) -> None:
     pass
 
 
-def predict(model_paths, data_dir: str, output: str, args) -> str:
-    from yt8m_keras.competitions.avito.predict import predict_exported
+def plan(model_paths, data_dir: str, args):
+    from yt8m_keras.competitions.avito.predict import plan as ad_plan
 
-    count = predict_exported(model_paths, data_dir, output, split=args.split)
-    return f"wrote {output}: {count} test ads (the exported networks averaged)"
+    return ad_plan(model_paths, data_dir, split=args.split)
 
 
 def add_commands(subparsers) -> None:
@@ -165,10 +164,10 @@ def _lgbm(args) -> None:
 
 
 def _stack(args) -> None:
-    from yt8m_keras.cli import _output_file
+    from yt8m_keras.cli import output_file
     from yt8m_keras.competitions.avito.stacking import stack
 
-    _output_file(args.output, "--output")
+    output_file(args.output, "--output")
     result = stack(args.oof, args.data, args.output, args.rounds, args.seed, args.threads)
     print(f"{result['text']}\nwrote {args.output}: {result['test_ads']} test ads")
 

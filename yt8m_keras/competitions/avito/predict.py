@@ -18,7 +18,7 @@ Example:
 >>> first_level(["nn_center_fold0", "nn_center_fold1"], "data", "oof/nn_center")
 """
 
-import csv
+import functools
 import glob
 import os
 from typing import Dict, List, Sequence
@@ -29,6 +29,7 @@ import pandas as pd
 from tfrecords import UserError
 from tfrecords import avito_ad as kind
 from tfrecords.manifest import read_manifest
+from yt8m_keras.inference import Files, Plan, Submission, fixed_batches, load_saved_model, run_local, write_text
 
 OOF, TEST, FEATURES = "oof.csv", "test.csv", "features.npy"
 
@@ -163,33 +164,56 @@ def write_submission(path: str, item_ids: Sequence[str], predictions: np.ndarray
     """Kaggle's `item_id,deal_probability`, clipped to [0, 1], sorted by item_id, written atomically."""
     order = np.argsort(np.asarray(item_ids), kind="stable")
     clipped = np.clip(np.asarray(predictions, np.float64), 0.0, 1.0)
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["item_id", kind.TARGET])
-        writer.writerows((item_ids[i], f"{clipped[i]:.6f}") for i in order)
-    os.replace(tmp, path)
+    write_text(path, f"item_id,{kind.TARGET}\n" + "".join(f"{item_ids[i]},{clipped[i]:.6f}\n" for i in order))
+
+
+class AdScorer:
+    """Serialized ads -> (item_id, the exported networks' mean deal_probability), via `tf_example`.
+
+    Every signature call has exactly `batch_size` records (`fixed_batches`).
+    """
+
+    def __init__(self, model_paths: Sequence[str], batch_size: int):
+        import tensorflow_text  # noqa: F401 -- registers the SentencePiece ops the graph uses
+
+        self.signatures = [load_saved_model(path).signatures["tf_example"] for path in model_paths]
+        self.batch_size = batch_size
+
+    def __call__(self, records: List[bytes]) -> List[tuple]:
+        import tensorflow as tf
+
+        outputs = []
+        for signature in self.signatures:
+            def call(rows, signature=signature):
+                out = signature(tf_example=tf.constant(rows, tf.string))
+                return {kind.ITEM_ID: out[kind.ITEM_ID].numpy(), kind.TARGET: out[kind.TARGET].numpy()}
+
+            outputs.append(fixed_batches(call, np.array(records, dtype=object), self.batch_size))
+        ids = [v.decode() for v in outputs[0][kind.ITEM_ID]]
+        mean = np.mean([o[kind.TARGET] for o in outputs], axis=0)
+        return list(zip(ids, mean.tolist()))
+
+
+class AdSubmission(Submission):
+    """`item_id,deal_probability`, sorted by item_id."""
+
+    def write_rows(self, rows: List[tuple], path: str) -> Dict:
+        write_submission(path, [item_id for item_id, _ in rows], np.array([p for _, p in rows]))
+        return {"ads": len(rows), "text": f"wrote {path}: {len(rows)} ads (the exported networks averaged)"}
+
+
+def plan(model_paths: Sequence[str], data_dir: str, split: str = "test", batch_size: int = 256):
+    """Batch inference of `split` with exported networks (their `tf_example` signature), averaged."""
+    from tfrecords.manifest import compression_type, shard_paths
+
+    manifest = read_manifest(data_dir, kind=kind.KIND)
+    for path in model_paths:
+        load_saved_model(path)  # one clear error now, not on every worker
+    return Plan(Files(shard_paths(data_dir, manifest, split), compression_type(manifest)),
+                functools.partial(AdScorer, list(model_paths), batch_size), AdSubmission(), batch_size, "ads")
 
 
 def predict_exported(model_paths: Sequence[str], data_dir: str, output: str, split: str = "test",
                      batch_size: int = 256) -> int:
     """`item_id,deal_probability` of `split` from exported networks (their `tf_example` signature), averaged."""
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401 -- registers the SentencePiece ops the graph uses
-
-    from tfrecords.manifest import compression_type, shard_paths
-    from yt8m_keras.data.shards import records
-
-    manifest = read_manifest(data_dir, kind=kind.KIND)
-    signatures = []
-    for path in model_paths:
-        if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            raise UserError(f"no SavedModel in {path} (expected BASE/NAME/VERSION from `yt8m-keras export`)")
-        signatures.append(tf.saved_model.load(path).signatures["tf_example"])
-    ids, predictions = [], []
-    for batch in records(shard_paths(data_dir, manifest, split), compression_type(manifest)).batch(batch_size):
-        outputs = [signature(tf_example=batch) for signature in signatures]
-        ids.extend(v.decode() for v in outputs[0][kind.ITEM_ID].numpy())
-        predictions.append(np.mean([o[kind.TARGET].numpy() for o in outputs], axis=0))
-    write_submission(output, ids, np.concatenate(predictions) if predictions else np.zeros(0))
-    return len(ids)
+    return run_local(plan(model_paths, data_dir, split, batch_size), output)["ads"]

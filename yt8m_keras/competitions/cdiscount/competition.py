@@ -52,14 +52,10 @@ def add_predict_flags(parser) -> None:
     add_flag(parser, "--tta", type=non_negative_int, default=0, help="products: augmented copies per image")
 
 
-def predict(model_paths, data_dir: str, output: str, args) -> str:
-    from tfrecords import UserError
-    from yt8m_keras.competitions.cdiscount.predict import predict as predict_products
+def plan(model_paths, data_dir: str, args):
+    from yt8m_keras.competitions.cdiscount.predict import plan as product_plan
 
-    if len(model_paths) > 1:
-        raise UserError("products: give one --model")
-    count = predict_products(model_paths[0], data_dir, output, split=args.split, rule=args.combine, tta=args.tta)
-    return f"wrote {output}: {count} products"
+    return product_plan(model_paths, data_dir, split=args.split, rule=args.combine, tta=args.tta)
 
 
 def quickstart(workdir: str) -> None:

@@ -11,9 +11,9 @@ so batch prediction runs exactly what TF Serving serves, and writes Kaggle's
 `_id,category_id` file.
 """
 
-import csv
+import functools
 import os
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -23,8 +23,49 @@ from tfrecords import cdiscount_product as kind
 from tfrecords.manifest import check_same_classes, read_classes
 from yt8m_keras.competitions.cdiscount.combine import RULES, average_tta, combine, combine_all, parse_rule
 from yt8m_keras.competitions.cdiscount.augment import augment
-from yt8m_keras.competitions.cdiscount.input import product_dataset
+from yt8m_keras.competitions.cdiscount.input import shard_files
+from yt8m_keras.data.images import decode
+from yt8m_keras.inference import (Files, Plan, Submission, fixed_batches, load_saved_model, read_records, run_local,
+                                  write_text)
 from yt8m_keras.progress import Progress
+
+# Images per call of the exported model: every call has this shape (see `load_served`).
+IMAGE_BATCH = 32
+
+
+def product_images(batch: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A batch of products -> (images [N, S, S, 3] of every real image, product_index [N] into the
+    batch, image_index [N]: the image's place within its product)."""
+    counts = batch[kind.NUM_IMAGES]
+    mask = np.arange(kind.MAX_IMAGES)[None, :] < counts[:, None]
+    product_index = np.repeat(np.arange(len(counts)), counts)
+    image_index = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, np.int64)
+    return batch[kind.IMAGES][mask], product_index, image_index
+
+
+def tta_seeds(seed: int, product_ids: np.ndarray, image_index: np.ndarray, copies: int, copy: int) -> np.ndarray:
+    """Stateless seeds [N, 2] of one TTA copy, keyed by (seed, product, image, copy): the same
+    image gets the same augmentation whichever batch or worker scores it."""
+    key = (product_ids.astype(np.int64) * kind.MAX_IMAGES + image_index) * copies + copy
+    return np.stack([np.full(len(key), seed, np.int64), key], axis=1)
+
+
+def score_images(predict: Callable, batch: Dict[str, np.ndarray], image_size: int, tta: int = 0,
+                 seed: int = 0) -> Dict[str, np.ndarray]:
+    """Probabilities of a batch of products' images: `probs` [N, C], `product_index` [N] and, with
+    `tta`, `tta_probs` [N, tta, C] (seeded augmented copies, see `tta_seeds`)."""
+    images, product_index, image_index = product_images(batch)
+    result = {"probs": predict(images), "product_index": product_index}
+    if tta:
+        image_ids = batch[kind.PRODUCT_ID][product_index]
+        copies = []
+        for t in range(tta):
+            seeds = tf.constant(tta_seeds(seed, image_ids, image_index, tta, t))
+            augmented = tf.map_fn(lambda a: augment(a[0], a[1], image_size), (tf.constant(images), seeds),
+                                  fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
+            copies.append(predict(augmented.numpy()))
+        result["tta_probs"] = np.stack(copies, axis=1)
+    return result
 
 
 def image_predictions(predict: Callable, data_dir: str, split: str, image_size: int, tta: int = 0,
@@ -33,32 +74,23 @@ def image_predictions(predict: Callable, data_dir: str, split: str, image_size: 
 
     Returns:
         `product_id` [P], `label` [P], `product_index` [N] (the product of each image),
-        `probs` [N, C] and, if `tta`, `tta_probs` [N, tta, C] (augmented copies, keyed by
-        (seed, image, copy) so the same call gives the same numbers).
+        `probs` [N, C] and, if `tta`, `tta_probs` [N, tta, C] (see `score_images`).
     """
     ids, labels, index, probs, tta_probs = [], [], [], [], []
     images_seen = 0
     bar = Progress("products") if progress else None
-    for batch in product_dataset(data_dir, split, batch_size=batch_size, image_size=image_size):
-        counts = batch[kind.NUM_IMAGES].numpy()
-        mask = tf.sequence_mask(counts, kind.MAX_IMAGES)
-        images = tf.boolean_mask(batch[kind.IMAGES], mask)
-        index.append(np.repeat(np.arange(len(ids), len(ids) + len(counts)), counts))
-        ids.extend(batch[kind.PRODUCT_ID].numpy().tolist())
-        labels.extend(batch[kind.LABEL].numpy().tolist())
-        probs.append(np.asarray(predict(images)))
+    for records in read_records(Files(*shard_files(data_dir, split)), batch_size):
+        batch = decode_products(records, image_size)
+        scored = score_images(predict, batch, image_size, tta, seed)
+        index.append(scored["product_index"] + len(ids))
+        ids.extend(batch[kind.PRODUCT_ID].tolist())
+        labels.extend(batch[kind.LABEL].tolist())
+        probs.append(scored["probs"])
         if tta:
-            positions = tf.range(images_seen, images_seen + len(images), dtype=tf.int64)
-            copies = []
-            for t in range(tta):
-                seeds = tf.stack([tf.fill(tf.shape(positions), tf.cast(seed, tf.int64)), positions * tta + t], axis=1)
-                augmented = tf.map_fn(lambda a: augment(a[0], a[1], image_size), (images, seeds),
-                                      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
-                copies.append(np.asarray(predict(augmented)))
-            tta_probs.append(np.stack(copies, axis=1))
-        images_seen += len(images)
+            tta_probs.append(scored["tta_probs"])
+        images_seen += len(scored["probs"])
         if bar is not None:
-            bar.update(len(counts), images=images_seen)
+            bar.update(len(batch[kind.PRODUCT_ID]), images=images_seen)
     if bar is not None:
         bar.close()
     if not ids:
@@ -108,43 +140,96 @@ def evaluate(model_dir: str, data_dir: str, tta: int = 0, split: str = "val", ba
 
 
 def load_served(model_path: str):
-    """(pixels function, image size, classes) of an exported SavedModel."""
-    if not tf.io.gfile.exists(os.path.join(model_path, "saved_model.pb")):
-        raise UserError(f"no SavedModel in {model_path} (expected BASE/NAME/VERSION from `yt8m-keras export`)")
-    loaded = tf.saved_model.load(model_path)
+    """(pixels function, image size, classes) of an exported SavedModel.
+
+    The function scores any number of images in calls of exactly IMAGE_BATCH (see
+    `yt8m_keras.inference.fixed_batches`), so an image's scores never depend on its batch.
+    """
+    loaded = load_saved_model(model_path)
     if "pixels" not in loaded.signatures:
         raise UserError(f"{model_path} has no 'pixels' signature: export it with `yt8m-keras export`")
     pixels = loaded.signatures["pixels"]
     image_size = int(pixels.structured_input_signature[1]["images"].shape[1])
     classes = read_classes(os.path.join(model_path, "assets.extra"))
-    # Keep `loaded` alive with the function: the signature does not own its variables.
-    return (lambda x, _keep=loaded: pixels(images=tf.convert_to_tensor(x))["probabilities"].numpy()), image_size, classes
+
+    def predict_fn(images, _keep=loaded):  # `_keep`: the signature does not own its variables
+        return fixed_batches(lambda x: pixels(images=tf.constant(x))["probabilities"].numpy(),
+                             np.asarray(images, np.float32), IMAGE_BATCH)
+
+    return predict_fn, image_size, classes
+
+
+def decode_products(records: List[bytes], image_size: int) -> Dict[str, np.ndarray]:
+    """Serialized products -> `product_id`, `label`, `num_images` [B] and `images` [B, MAX_IMAGES, S, S, 3]
+    float32 (zero after `num_images`), decoded in parallel."""
+    def prepare(serialized):
+        features = kind.parse(serialized)
+        images = tf.map_fn(lambda jpeg: decode(jpeg, image_size), features[kind.IMAGES],
+                           fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
+        return {kind.PRODUCT_ID: features[kind.PRODUCT_ID], kind.LABEL: features[kind.LABEL],
+                kind.NUM_IMAGES: features[kind.NUM_IMAGES], kind.IMAGES: images}
+
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(records, tf.string))
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    batch = next(iter(ds.padded_batch(len(records), padded_shapes={
+        kind.PRODUCT_ID: [], kind.LABEL: [], kind.NUM_IMAGES: [],
+        kind.IMAGES: [kind.MAX_IMAGES, image_size, image_size, 3]})))
+    return {key: value.numpy() for key, value in batch.items()}
+
+
+class ProductScorer:
+    """Scores serialized products with an exported model: one (product_id, category_id) row each."""
+
+    def __init__(self, model_path: str, rule: str, tta: int, seed: int):
+        self.predict, self.image_size, classes = load_served(model_path)
+        self.category_ids = np.array([c["category_id"] for c in classes])
+        self.rule, self.tta, self.seed = rule, tta, seed
+
+    def __call__(self, records: List[bytes]) -> List[Tuple[int, int]]:
+        batch = decode_products(records, self.image_size)
+        scored = score_images(self.predict, batch, self.image_size, self.tta, self.seed)
+        probs = average_tta(scored["tta_probs"]) if self.tta else scored["probs"]
+        # Per-product rules only mix a product's own images, so a batch alone gives each its row.
+        combined = combine(probs, scored["product_index"], self.rule)
+        if len(combined) != len(records):  # combine() drops products without images
+            raise UserError("a product without images cannot be predicted")
+        return list(zip(batch[kind.PRODUCT_ID].tolist(), self.category_ids[combined.argmax(axis=1)].tolist()))
+
+
+class ProductSubmission(Submission):
+    """Kaggle's `_id,category_id`, one row per product, sorted by _id."""
+
+    def write_rows(self, rows: List[Tuple[int, int]], path: str) -> Dict:
+        write_submission(path, np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64))
+        return {"products": len(rows), "text": f"wrote {path}: {len(rows)} products"}
 
 
 def write_submission(path: str, product_ids: np.ndarray, category_ids: np.ndarray) -> None:
     """Kaggle's `_id,category_id`, one row per product, sorted by _id; written atomically."""
     order = np.argsort(product_ids, kind="stable")
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["_id", "category_id"])
-        writer.writerows(zip(product_ids[order].tolist(), category_ids[order].tolist()))
-    os.replace(tmp, path)
+    lines = ["_id,category_id\n"]
+    lines.extend(f"{p},{c}\n" for p, c in zip(product_ids[order].tolist(), category_ids[order].tolist()))
+    write_text(path, "".join(lines))
+
+
+def plan(model_paths: Sequence[str], data_dir: str, split: str = "test", rule: str = "power:0.1",
+         tta: int = 0, seed: int = 0, batch_size: int = 32) -> Plan:
+    """The batch inference of `split` with one exported model (see `yt8m_keras.inference`)."""
+    if len(model_paths) != 1:
+        raise UserError("products: give one --model")
+    try:
+        parse_rule(rule)
+    except ValueError as e:
+        raise UserError(f"--combine: {e}") from None
+    model_path = model_paths[0]
+    load_saved_model(model_path)  # one clear error now, not on every worker
+    check_same_classes(read_classes(os.path.join(model_path, "assets.extra")),
+                       os.path.join(model_path, "assets.extra"), data_dir)
+    return Plan(Files(*shard_files(data_dir, split)), functools.partial(ProductScorer, model_path, rule, tta, seed),
+                ProductSubmission(), batch_size, "products")
 
 
 def predict(model_path: str, data_dir: str, output: str, split: str = "test", rule: str = "power:0.1",
             tta: int = 0, seed: int = 0, batch_size: int = 32) -> int:
     """Writes the submission for `split`; returns the number of products."""
-    try:
-        parse_rule(rule)
-    except ValueError as e:
-        raise UserError(f"--combine: {e}") from None
-    predict_fn, image_size, classes = load_served(model_path)
-    check_same_classes(classes, os.path.join(model_path, "assets.extra"), data_dir)
-    predictions = image_predictions(predict_fn, data_dir, split, image_size, tta=tta, seed=seed,
-                                    batch_size=batch_size, progress=True)
-    probs = average_tta(predictions["tta_probs"]) if tta else predictions["probs"]
-    combined = combine(probs, predictions["product_index"], rule)
-    category_ids = np.array([c["category_id"] for c in classes])[combined.argmax(axis=1)]
-    write_submission(output, predictions["product_id"], category_ids)
-    return len(predictions["product_id"])
+    return run_local(plan([model_path], data_dir, split, rule, tta, seed, batch_size), output)["products"]

@@ -50,12 +50,10 @@ def add_predict_flags(parser) -> None:
     pass  # 8-orientation TTA, fold averaging and the rank average are always on
 
 
-def predict(model_paths, data_dir: str, output: str, args) -> str:
-    from yt8m_keras.competitions.melanoma.predict import predict as predict_images
+def plan(model_paths, data_dir: str, args):
+    from yt8m_keras.competitions.melanoma.predict import plan as image_plan
 
-    counts = predict_images(model_paths, data_dir, output)
-    return (f"wrote {output}: {counts['images']} images, {counts['models']} models in "
-            f"{counts['configurations']} configurations (8-orientation TTA, folds averaged, rank average)")
+    return image_plan(model_paths, data_dir, split=args.split)
 
 
 def quickstart(workdir: str) -> None:

@@ -23,6 +23,7 @@ import posixpath
 import re
 from typing import Dict, List, NamedTuple, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from tfrecords import UserError
@@ -146,6 +147,18 @@ def _parsed(paths: List[str], src: Source, shuffle: bool = False, seed: int = 0)
     ds = ds.map(kind.parse, num_parallel_calls=AUTOTUNE, deterministic=True)
     # Our records carry everything; only Deotte's need his CSV joined in (a stage less otherwise).
     return ds if src.annotations is None else ds.map(_annotate(src.annotations))
+
+
+def decode_records(records: List[bytes], src: Source, image_size: int) -> Dict[str, np.ndarray]:
+    """Serialized records of `src` -> a batch of `image_name`, `image` (uint8) and `metadata` arrays:
+    the parsing and decoding of `eval_dataset`, for records that arrive one batch at a time."""
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(records, tf.string))
+    ds = ds.map(kind.parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if src.annotations is not None:
+        ds = ds.map(_annotate(src.annotations))
+    ds = ds.map(lambda f: {**model_inputs(f, image_size), kind.IMAGE_NAME: f[kind.IMAGE_NAME]},
+                num_parallel_calls=AUTOTUNE, deterministic=True)
+    return {key: value.numpy() for key, value in next(iter(ds.batch(len(records)))).items()}
 
 
 def fold_paths(src: Source, fold: int, validation: bool, folds: int = 5) -> List[str]:

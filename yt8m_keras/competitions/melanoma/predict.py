@@ -13,6 +13,7 @@ Example:
 """
 
 import csv
+import functools
 import os
 from typing import Callable, Dict, List, Sequence
 
@@ -24,6 +25,7 @@ from sklearn.metrics import roc_auc_score
 from tfrecords import UserError
 from tfrecords import melanoma_image as kind
 from yt8m_keras.competitions.melanoma import input as data
+from yt8m_keras.inference import Files, Plan, Submission, fixed_batches, load_saved_model, run_local, write_text
 from yt8m_keras.progress import Progress
 from yt8m_keras.recipes import read_yaml, recipe_from_dict
 
@@ -128,16 +130,19 @@ def write_oof(path: str, result: Dict[str, np.ndarray], fold: int) -> None:
 
 
 class ExportedModel:
-    """An exported melanoma model: its recipe (the configuration) and its `pixels` signature."""
+    """An exported melanoma model: its recipe (the configuration) and its `pixels` signature.
 
-    def __init__(self, path: str):
-        if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            raise UserError(f"no SavedModel in {path} (expected BASE/NAME/VERSION from `yt8m-keras export`)")
+    Calls have exactly `batch_size` images (`fixed_batches`): an image's score never depends
+    on its batch.
+    """
+
+    def __init__(self, path: str, batch_size: int = 32):
+        self._loaded = load_saved_model(path)
         self.recipe = recipe_from_dict(read_yaml(os.path.join(path, "assets.extra", "recipe.yaml")))
         if self.recipe.task != "melanoma":
             raise UserError(f"{path} is a {self.recipe.task} model, not a melanoma one")
         self.path = path
-        self._loaded = tf.saved_model.load(path)
+        self.batch_size = batch_size
         self._pixels = self._loaded.signatures["pixels"]
 
     @property
@@ -149,41 +154,85 @@ class ExportedModel:
         return repr(sorted((k, repr(v)) for k, v in values.items() if k != "name"))
 
     def __call__(self, images: np.ndarray, meta: np.ndarray) -> np.ndarray:
-        return self._pixels(images=tf.constant(images), metadata=tf.constant(meta))["probabilities"].numpy()
+        def call(rows):
+            return self._pixels(images=tf.constant(rows["images"]),
+                                metadata=tf.constant(rows["metadata"]))["probabilities"].numpy()
+
+        return fixed_batches(call, {"images": images, "metadata": meta}, self.batch_size)
+
+
+class ImageScorer:
+    """Serialized images -> (image_name, P(melanoma) of each model, 8-orientation TTA averaged)."""
+
+    def __init__(self, data_dir: str, model_paths: Sequence[str], tta: bool = True):
+        self.source = data.source(data_dir)
+        self.models = [ExportedModel(path) for path in model_paths]
+        self.views = ORIENTATIONS if tta else ORIENTATIONS[:1]
+
+    def __call__(self, records: List[bytes]) -> List[tuple]:
+        decoded: Dict[int, Dict[str, np.ndarray]] = {}
+        columns = []
+        for model in self.models:
+            size = model.recipe.data.image_size
+            if size not in decoded:
+                decoded[size] = data.decode_records(records, self.source, size)
+            batch = decoded[size]
+            probabilities = np.mean([model(orient(batch["image"], o), batch["metadata"]) for o in self.views], axis=0)
+            columns.append(probabilities[:, kind.MELANOMA])
+        names = [n.decode() for n in next(iter(decoded.values()))[kind.IMAGE_NAME]]
+        return [(name, tuple(float(c[i]) for c in columns)) for i, name in enumerate(names)]
+
+
+class ImageSubmission(Submission):
+    """`image_name,target`: per configuration the mean of its fold models; configurations rank-averaged.
+
+    Args:
+        configurations: per configuration, the score columns (model positions) of its folds.
+    """
+
+    def __init__(self, configurations: List[List[int]]):
+        self.configurations = configurations
+
+    def write_rows(self, rows: List[tuple], path: str) -> Dict:
+        rows = sorted(rows)
+        names = np.array([name for name, _ in rows])
+        scores = np.array([s for _, s in rows], np.float64).reshape(len(rows), -1)
+        per_configuration = [scores[:, columns].mean(axis=1) for columns in self.configurations]
+        final = per_configuration[0] if len(per_configuration) == 1 else rank_average(per_configuration)
+        write_submission(path, names, final)
+        models = sum(len(c) for c in self.configurations)
+        return {"images": len(rows), "models": models, "configurations": len(self.configurations),
+                "text": f"wrote {path}: {len(rows)} images, {models} models in {len(self.configurations)} "
+                        "configurations (8-orientation TTA, folds averaged, rank average)"}
+
+
+def plan(model_paths: Sequence[str], data_dir: str, split: str = "test", tta: bool = True,
+         batch_size: int = 32) -> Plan:
+    """Batch inference of the test images: Kaggle's `image_name,target`."""
+    if split != "test":
+        raise UserError(f"melanoma: predict writes the test split's submission, got --split {split}")
+    models = [ExportedModel(path) for path in model_paths]
+    configurations: Dict[str, List[int]] = {}
+    for position, model in enumerate(models):
+        configurations.setdefault(model.configuration, []).append(position)
+    src = data.source(data_dir)
+    if not src.test:
+        raise UserError(f"{data_dir} has no test shards")
+    return Plan(Files(list(src.test), src.compression),
+                functools.partial(ImageScorer, data_dir, list(model_paths), tta),
+                ImageSubmission(list(configurations.values())), batch_size, "images")
 
 
 def predict(model_paths: Sequence[str], data_dir: str, output: str, tta: bool = True, batch_size: int = 32) -> Dict:
-    """Writes Kaggle's `image_name,target` for the test split; returns counts.
+    """Writes Kaggle's `image_name,target` for the test split; returns counts and `text`.
 
     Per model: TTA over 8 orientations; per configuration: the mean of its fold models;
     across configurations: the rank average. One configuration keeps its mean probability.
     """
-    models = [ExportedModel(path) for path in model_paths]
-    configurations: Dict[str, List[ExportedModel]] = {}
-    for model in models:
-        configurations.setdefault(model.configuration, []).append(model)
-    names, per_configuration = None, []
-    for members in configurations.values():
-        fold_scores = []
-        for model in members:
-            result = _predict_split(model, data_dir, "test", model.recipe.data.image_size, None,
-                                    model.recipe.data.folds, tta, batch_size)
-            if names is not None and not np.array_equal(names, result["image_name"]):
-                raise RuntimeError("models saw the test images in different orders")
-            names = result["image_name"]
-            fold_scores.append(result["probabilities"][:, kind.MELANOMA])
-        per_configuration.append(np.mean(fold_scores, axis=0))
-    scores = per_configuration[0] if len(per_configuration) == 1 else rank_average(per_configuration)
-    write_submission(output, names, scores)
-    return {"images": len(names), "models": len(models), "configurations": len(configurations)}
+    return run_local(plan(model_paths, data_dir, "test", tta, batch_size), output)
 
 
 def write_submission(path: str, image_names: np.ndarray, scores: np.ndarray) -> None:
     """`image_name,target`, sorted by image_name, written atomically."""
     order = np.argsort(image_names, kind="stable")
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["image_name", "target"])
-        writer.writerows((image_names[i], f"{scores[i]:.6f}") for i in order)
-    os.replace(tmp, path)
+    write_text(path, "image_name,target\n" + "".join(f"{image_names[i]},{scores[i]:.6f}\n" for i in order))

@@ -49,12 +49,11 @@ def run(workdir: str) -> None:
             models.append(export(model_dir, exports, name=f"{recipe_name.split(':')[0]}_fold{fold}"))
     submission = os.path.join(workdir, "melanoma_submission.csv")
     print(f"[6/6] predict the test images (8-orientation TTA, folds averaged, rank average) -> {submission}")
-    counts = predict(models, data, submission)
+    print(predict(models, data, submission)["text"])
     model_auc, random_auc = score(submission, paths["test_truth"])
     print(f"\nsubmission AUC against the sample's hidden test labels: {model_auc:.4f} "
           f"(a random ranking: {random_auc:.4f})")
-    print(f"exported models: {', '.join(models)}\nsubmission: {submission} ({counts['images']} images, "
-          f"{counts['configurations']} configurations)")
+    print(f"exported models: {', '.join(models)}\nsubmission: {submission}")
 
 
 def score(submission: str, truth: str):

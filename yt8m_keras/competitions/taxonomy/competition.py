@@ -49,13 +49,10 @@ def add_predict_flags(parser) -> None:
              "valid labels, or as generated")
 
 
-def predict(model_paths, data_dir: str, output: str, args) -> str:
-    from yt8m_keras.competitions.taxonomy.predict import predict as predict_paths
+def plan(model_paths, data_dir: str, args):
+    from yt8m_keras.competitions.taxonomy.predict import plan as line_plan
 
-    counts = predict_paths(model_paths, data_dir, output, decoding=args.decoding, split=args.split)
-    vote = f", hierarchical hard vote of {counts['models']} models" if counts["models"] > 1 else ""
-    return (f"wrote {output}: {counts['lines']} lines ({args.decoding}{vote}; "
-            f"{counts['hierarchy_breaks']} outside the taxonomy)")
+    return line_plan(model_paths, data_dir, decoding=args.decoding, split=args.split)
 
 
 def quickstart(workdir: str) -> None:

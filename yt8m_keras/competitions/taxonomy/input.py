@@ -47,9 +47,14 @@ def training_example(tokenizer, features: Dict[str, tf.Tensor], encoder_length: 
     return inputs, ids, mask
 
 
-def split_records(data_dir: str, split: str, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+def split_files(data_dir: str, split: str):
+    """(shard paths, compression) of a split, from the manifest."""
     manifest = read_manifest(data_dir, kind=kind.KIND)
-    return records(shard_paths(data_dir, manifest, split), compression_type(manifest), shuffle=shuffle, seed=seed)
+    return shard_paths(data_dir, manifest, split), compression_type(manifest)
+
+
+def split_records(data_dir: str, split: str, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    return records(*split_files(data_dir, split), shuffle=shuffle, seed=seed)
 
 
 def _examples(ds, tokenizer, batch_size, encoder_length, decoder_length, drop_remainder):
@@ -79,9 +84,13 @@ def eval_dataset(data_dir: str, split: str, tokenizer, batch_size: int, encoder_
 def read_split(data_dir: str, split: str) -> List[Dict]:
     """Every record of `split` as Python values (for evaluation and prediction)."""
     rows = []
-    for batch in split_records(data_dir, split).batch(1024).map(kind.parse):
-        columns = {k: v.numpy() for k, v in batch.items()}
-        for i in range(len(columns[kind.ID])):
-            rows.append({k: (v[i].decode("utf-8") if isinstance(v[i], bytes) else v[i].item())
-                         for k, v in columns.items()})
+    for batch in split_records(data_dir, split).batch(1024):
+        rows.extend(parse_rows(batch))
     return rows
+
+
+def parse_rows(serialized) -> List[Dict]:
+    """A batch of serialized records -> one dict of Python values (str, int, float) per record."""
+    columns = {k: v.numpy() for k, v in kind.parse(tf.constant(serialized, tf.string)).items()}
+    return [{k: (v[i].decode("utf-8") if isinstance(v[i], bytes) else v[i].item()) for k, v in columns.items()}
+            for i in range(len(columns[kind.ID]))]

@@ -15,6 +15,7 @@ Example:
 >>> predict(["export/t5_a/1", "export/t5_b/1"], "data", "submission.predict")
 """
 
+import functools
 import json
 import os
 from typing import Dict, List, Optional, Sequence
@@ -25,7 +26,8 @@ from tfrecords import UserError
 from tfrecords import product_text as kind
 from tfrecords.manifest import read_classes
 from yt8m_keras.competitions.taxonomy.hierarchy import TAXONOMY, Taxonomy, read_taxonomy, taxonomy_of_rows
-from yt8m_keras.competitions.taxonomy.input import read_split
+from yt8m_keras.competitions.taxonomy.input import parse_rows, read_split, split_files
+from yt8m_keras.inference import Files, Plan, Submission, load_saved_model, run_local, write_text
 from yt8m_keras.progress import Progress
 from yt8m_keras.recipes import read_yaml, recipe_from_dict
 
@@ -86,19 +88,19 @@ class ExportedModel:
     """An exported taxonomy model: its taxonomy (classes.csv) and its signatures."""
 
     def __init__(self, path: str):
-        if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            raise UserError(f"no SavedModel in {path} (expected BASE/NAME/VERSION from `yt8m-keras export`)")
+        import tensorflow_text  # noqa: F401 -- registers the SentencePiece ops the graph uses
+
+        self._loaded = load_saved_model(path)
         extra = os.path.join(path, "assets.extra")
         recipe = recipe_from_dict(read_yaml(os.path.join(extra, "recipe.yaml")))
         if recipe.task != "taxonomy":
             raise UserError(f"{path} is a {recipe.task} model, not a taxonomy one")
-        import tensorflow_text  # noqa: F401 -- registers the SentencePiece ops the graph uses
-
         self.path = path
         self.taxonomy = taxonomy_of_rows(read_classes(extra))
-        self._loaded = tf.saved_model.load(path)
 
     def __call__(self, rows: Sequence[Dict], decoding: str) -> List[Optional[tuple]]:
+        # The signatures generate in fixed chunks of the export's batch size (padded inside the
+        # graph), so a line's output never depends on the lines sent with it.
         inputs = {kind.DESCRIPTION: tf.constant([r[kind.DESCRIPTION] for r in rows]),
                   kind.RETAILER: tf.constant([r[kind.RETAILER] for r in rows]),
                   kind.PRICE: tf.constant([f"{r[kind.PRICE]:.2f}" for r in rows])}
@@ -111,41 +113,62 @@ class ExportedModel:
         return [self.taxonomy.snap(p) for p in parsed] if decoding == "snapped" else parsed
 
 
-def predict(model_paths: Sequence[str], data_dir: str, output: str, decoding: str = "constrained",
-            split: str = "test", batch_size: int = 64) -> Dict:
-    """Writes the submission (JSON lines sorted by indoml_id) for `split`; returns counts."""
+class LineScorer:
+    """Serialized lines -> (indoml_id, each model's four fields or None)."""
+
+    def __init__(self, model_paths: Sequence[str], decoding: str):
+        self.models = [ExportedModel(path) for path in model_paths]
+        self.decoding = decoding
+
+    def __call__(self, records: List[bytes]) -> List[tuple]:
+        rows = parse_rows(records)
+        outputs = [model(rows, self.decoding) for model in self.models]
+        return [(row[kind.ID], tuple(o[i] for o in outputs)) for i, row in enumerate(rows)]
+
+
+class LineSubmission(Submission):
+    """One JSON line per indoml_id, sorted; with several models, the hierarchical hard vote."""
+
+    def __init__(self, taxonomy: Taxonomy, decoding: str):
+        self.taxonomy, self.decoding = taxonomy, decoding
+
+    def write_rows(self, rows: List[tuple], path: str) -> Dict:
+        rows = sorted(rows, key=lambda row: row[0])
+        models = len(rows[0][1]) if rows else 1
+        final = [self.taxonomy.vote(votes) if models > 1 else votes[0] for _, votes in rows]
+        write_submission(path, [indoml_id for indoml_id, _ in rows], final)
+        vote = f", hierarchical hard vote of {models} models" if models > 1 else ""
+        breaks = sum(not self.taxonomy.is_valid(p) for p in final)
+        return {"lines": len(rows), "models": models, "hierarchy_breaks": breaks,
+                "text": f"wrote {path}: {len(rows)} lines ({self.decoding}{vote}; {breaks} outside the taxonomy)"}
+
+
+def plan(model_paths: Sequence[str], data_dir: str, decoding: str = "constrained", split: str = "test",
+         batch_size: int = 64) -> Plan:
+    """Batch inference of `split`: the datathon's JSON lines."""
     if decoding not in PREDICT_DECODINGS:
         raise UserError(f"--decoding: one of {', '.join(PREDICT_DECODINGS)}, got {decoding!r}")
     taxonomy = read_taxonomy(os.path.join(data_dir, TAXONOMY))
-    models = [ExportedModel(path) for path in model_paths]
-    for model in models:
+    for model in [ExportedModel(path) for path in model_paths]:
         if model.taxonomy.paths != taxonomy.paths:
             raise UserError(f"{model.path} was trained on another taxonomy than {data_dir}'s")
-    rows = sorted(read_split(data_dir, split), key=lambda r: r[kind.ID])
-    outputs: List[List[Optional[tuple]]] = [[] for _ in models]
-    with Progress("lines", total=len(rows)) as progress:
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start:start + batch_size]
-            for i, model in enumerate(models):
-                outputs[i].extend(model(batch, decoding))
-            progress.update(len(batch))
-    if len(models) > 1:
-        final = [taxonomy.vote(votes) for votes in zip(*outputs)]
-    else:
-        final = outputs[0]
-    write_submission(output, [r[kind.ID] for r in rows], final)
-    return {"lines": len(rows), "models": len(models),
-            "hierarchy_breaks": sum(not taxonomy.is_valid(p) for p in final)}
+    return Plan(Files(*split_files(data_dir, split)), functools.partial(LineScorer, list(model_paths), decoding),
+                LineSubmission(taxonomy, decoding), batch_size, "lines")
+
+
+def predict(model_paths: Sequence[str], data_dir: str, output: str, decoding: str = "constrained",
+            split: str = "test", batch_size: int = 64) -> Dict:
+    """Writes the submission (JSON lines sorted by indoml_id) for `split`; returns counts and `text`."""
+    return run_local(plan(model_paths, data_dir, decoding, split, batch_size), output)
 
 
 def write_submission(path: str, ids: Sequence[int], labels: Sequence[Optional[tuple]]) -> None:
     """One JSON object per line: indoml_id and the four fields (empty when unparseable), atomically."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for indoml_id, fields in zip(ids, labels):
-            fields = fields or ("",) * len(kind.LABELS)
-            f.write(json.dumps({kind.ID: int(indoml_id), **dict(zip(kind.LABELS, fields))}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    lines = []
+    for indoml_id, fields in zip(ids, labels):
+        fields = fields or ("",) * len(kind.LABELS)
+        lines.append(json.dumps({kind.ID: int(indoml_id), **dict(zip(kind.LABELS, fields))}, ensure_ascii=False) + "\n")
+    write_text(path, "".join(lines))
 
 
 def read_labels(path: str) -> Dict[int, tuple]:

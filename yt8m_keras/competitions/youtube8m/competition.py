@@ -63,15 +63,13 @@ def add_predict_flags(parser) -> None:
     add_flag(parser, "--top-k", type=positive_int, default=20, help="videos: label/score pairs per video")
 
 
-def predict(model_paths, data_dir: str, output: str, args) -> str:
-    from yt8m_keras.competitions.youtube8m import predict as run
+def plan(model_paths, data_dir: str, args):
+    from yt8m_keras.competitions.youtube8m.predict import plan as video_plan
 
-    if args.task == "videos" or (args.task is None and _trained_for(model_paths[0]) == "yt8m_video"):
-        count = run.predict_videos(model_paths, data_dir, output, split=args.split, top_k=args.top_k)
-        return f"wrote {output}: {count} videos"
-    count = run.predict_segments(model_paths, data_dir, output, split=args.split, k=args.k,
-                                 drop_first=args.drop_first, drop_last=args.drop_last)
-    return f"wrote {output}: {count} segments scored, the best {args.k} per class kept"
+    videos = args.task == "videos" or (args.task is None and _trained_for(model_paths[0]) == "yt8m_video")
+    return video_plan(model_paths, data_dir, split=args.split, segments=not videos, k=args.k,
+                      drop_first=args.drop_first, drop_last=args.drop_last, top_k=args.top_k,
+                      videos_per_batch=32 if videos else 8)
 
 
 def _trained_for(model_path: str) -> str:

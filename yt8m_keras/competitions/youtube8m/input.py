@@ -332,12 +332,33 @@ def video_segment_dataset(data_dir: str, split: str = "test", videos_per_batch: 
     ds = records(paths, compression, cycle_length=1).map(
         _video_with_start_times(num_classes, max_frames, stride, drop_first, drop_last),
         num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.padded_batch(videos_per_batch, padded_shapes={
-        kind.ID: [], "start_time": [max_segments(max_frames, stride, drop_first, drop_last)],
-        kind.RGB: [max_frames, kind.RGB_SIZE], kind.AUDIO: [max_frames, kind.AUDIO_SIZE], "mask": [max_frames],
-    }, padding_values={kind.ID: b"", "start_time": tf.constant(-1, tf.int64), kind.RGB: tf.constant(0, tf.uint8),
-                       kind.AUDIO: tf.constant(0, tf.uint8), "mask": 0.0})
+    ds = ds.padded_batch(videos_per_batch, *_video_padding(max_frames, stride, drop_first, drop_last))
     return deterministic(ds.prefetch(AUTOTUNE))
+
+
+def _video_padding(max_frames: int, stride: int, drop_first: int, drop_last: int):
+    """`padded_batch`'s shapes and values for the videos-with-start-times elements."""
+    shapes = {kind.ID: [], "start_time": [max_segments(max_frames, stride, drop_first, drop_last)],
+              kind.RGB: [max_frames, kind.RGB_SIZE], kind.AUDIO: [max_frames, kind.AUDIO_SIZE], "mask": [max_frames]}
+    values = {kind.ID: b"", "start_time": tf.constant(-1, tf.int64), kind.RGB: tf.constant(0, tf.uint8),
+              kind.AUDIO: tf.constant(0, tf.uint8), "mask": 0.0}
+    return shapes, values
+
+
+def split_files(data_dir: str, split: str):
+    """(shard paths, compression, num_classes) of a split, from the manifest."""
+    return _split(data_dir, split)
+
+
+def decode_videos(records, num_classes: int, max_frames: int = 300, stride: int = 5, drop_first: int = 0,
+                  drop_last: int = 0) -> Dict[str, tf.Tensor]:
+    """Serialized videos -> one `video_segment_dataset` element (the same parsing and padding), for
+    batch inference over records that arrive without a directory (Beam's RunInference)."""
+    _check_inference_args(0, stride, drop_first, drop_last)
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(records, tf.string)).map(
+        _video_with_start_times(num_classes, max_frames, stride, drop_first, drop_last),
+        num_parallel_calls=AUTOTUNE, deterministic=True)
+    return next(iter(ds.padded_batch(len(records), *_video_padding(max_frames, stride, drop_first, drop_last))))
 
 
 def flatten_segments(videos: Dict[str, tf.Tensor], context_frames: int = 3) -> Dict[str, tf.Tensor]:

@@ -12,6 +12,7 @@ Serving serves) in the same pass, and keeps per class only the best K segments
 samples frames at random, so the same inputs always give the same file.
 """
 
+import functools
 import os
 from typing import Dict, List, Sequence
 
@@ -24,7 +25,8 @@ from tfrecords.manifest import check_same_classes, read_classes
 from yt8m_keras.competitions.youtube8m import input as data
 from yt8m_keras.progress import Progress
 from yt8m_keras.recipes import read_yaml, recipe_from_dict
-from yt8m_keras.competitions.youtube8m.topk import SegmentTopK, VideoSubmissionWriter, average_models, write_segment_submission
+from yt8m_keras.competitions.youtube8m.topk import SegmentTopK, average_models, video_lines, write_segment_submission
+from yt8m_keras.inference import Files, Plan, Submission, fixed_batches, load_saved_model, run_local, write_text
 from yt8m_keras.competitions.youtube8m.metrics import SEGMENT_K, VideoMetrics, segment_map_at_k
 
 FRAME_KEYS = (kind.RGB, kind.AUDIO, "mask")
@@ -39,7 +41,7 @@ def _as_video_inputs(features: Dict) -> Dict:
 def _dequantized(features: Dict) -> Dict:
     """The pipeline's uint8 frames -> the dequantized float32 frames the exported `frames` and
     `segments` signatures take (they quantize them back exactly); other keys unchanged."""
-    return {key: kind.dequantize(value) if key.endswith((kind.RGB, kind.AUDIO)) and value.dtype.is_integer
+    return {key: kind.dequantize(value) if key.endswith((kind.RGB, kind.AUDIO)) and np.asarray(value).dtype.kind == "u"
             else value for key, value in features.items()}
 
 
@@ -130,31 +132,36 @@ def evaluate(model_dir: str, data_dir: str, k: int = SEGMENT_K) -> Dict:
 # --- prediction ---------------------------------------------------------------------------
 
 class ExportedModel:
-    """An exported YouTube-8M model: its recipe, classes and batch-prediction signature."""
+    """An exported YouTube-8M model: its recipe, classes and batch-prediction signatures.
 
-    def __init__(self, path: str):
+    Every signature call has exactly `batch_size` rows (`fixed_batches`), so a segment's or
+    a video's scores never depend on what it was batched with.
+    """
+
+    def __init__(self, path: str, batch_size: int = 64):
         extra = os.path.join(path, "assets.extra")
-        if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            raise UserError(f"no SavedModel in {path} (expected BASE/NAME/VERSION from `yt8m-keras export`)")
+        self._loaded = load_saved_model(path)
         self.recipe = recipe_from_dict(read_yaml(os.path.join(extra, "recipe.yaml")))
         if self.recipe.task not in ("yt8m_video", "yt8m_segment"):
             raise UserError(f"{path} is a {self.recipe.task} model, not a YouTube-8M one")
         self.classes = read_classes(extra)
         self.path = path
-        self._loaded = tf.saved_model.load(path)
+        self.batch_size = batch_size
+
+    def _call(self, signature: str, inputs: Dict) -> np.ndarray:
+        function = self._loaded.signatures[signature]
+        return fixed_batches(lambda rows: function(**_dequantized(rows))["predictions"].numpy(),
+                             {key: np.asarray(value) for key, value in inputs.items()}, self.batch_size)
 
     def segment_scores(self, segments: Dict[str, tf.Tensor]) -> np.ndarray:
         if self.recipe.task == "yt8m_segment":
-            inputs = _dequantized({key: segments[key] for key in SEGMENT_KEYS + FRAME_KEYS})
-            return self._loaded.signatures["segments"](**inputs)["predictions"].numpy()
-        inputs = _dequantized(_as_video_inputs(segments))
-        return self._loaded.signatures["frames"](**inputs)["predictions"].numpy()
+            return self._call("segments", {key: segments[key] for key in SEGMENT_KEYS + FRAME_KEYS})
+        return self._call("frames", _as_video_inputs(segments))
 
     def video_scores(self, videos: Dict[str, tf.Tensor]) -> np.ndarray:
         if self.recipe.task != "yt8m_video":
             raise UserError(f"{self.path} scores segments; --task videos needs a video-level model")
-        inputs = _dequantized({key: videos[key] for key in FRAME_KEYS})
-        return self._loaded.signatures["frames"](**inputs)["predictions"].numpy()
+        return self._call("frames", {key: videos[key] for key in FRAME_KEYS})
 
 
 def load_models(paths: Sequence[str], data_dir: str) -> List[ExportedModel]:
@@ -167,43 +174,126 @@ def load_models(paths: Sequence[str], data_dir: str) -> List[ExportedModel]:
     return models
 
 
+class VideoScorer:
+    """Serialized videos -> per video (id, submission line) or (segment keys, segment scores).
+
+    Args:
+        model_paths: exported models, averaged.
+        segments: score segments (the 2019 challenge) instead of videos.
+        drop_first, drop_last: segments skipped at each video's start and end.
+        top_k: label/score pairs per video line.
+    """
+
+    def __init__(self, model_paths: Sequence[str], segments: bool, drop_first: int = 0, drop_last: int = 0,
+                 top_k: int = 20):
+        self.models = [ExportedModel(path) for path in model_paths]
+        self.recipe = self.models[0].recipe
+        self.class_ids = [str(c["category_id"]) for c in self.models[0].classes]
+        self.segments, self.drop_first, self.drop_last, self.top_k = segments, drop_first, drop_last, top_k
+
+    def __call__(self, records: List[bytes]) -> List[tuple]:
+        videos = data.decode_videos(records, len(self.class_ids), self.recipe.data.max_frames,
+                                    drop_first=self.drop_first, drop_last=self.drop_last)
+        if not self.segments:
+            scores = average_models([m.video_scores(videos) for m in self.models])
+            ids = [vid.decode() for vid in videos[kind.ID].numpy()]
+            return list(zip(ids, video_lines(ids, scores, self.class_ids, min(self.top_k, len(self.class_ids)))))
+        segments = data.flatten_segments(videos, self.recipe.data.context_frames)
+        rows = [(np.zeros(0, str), np.zeros((0, len(self.class_ids)), np.float32)) for _ in records]
+        if segments[kind.ID].shape[0] == 0:
+            return rows
+        scores = average_models([m.segment_scores(segments) for m in self.models])
+        keys = np.array([f"{vid.decode()}:{start}" for vid, start in zip(segments[kind.ID].numpy(),
+                                                                         segments["start_time"].numpy())])
+        # Segments come in video order: cut them back into one row per record.
+        counts = np.count_nonzero(videos["start_time"].numpy() >= 0, axis=1)
+        ends = np.cumsum(counts)
+        return [(keys[end - count:end], scores[end - count:end]) for count, end in zip(counts, ends)]
+
+
+class _TopK:
+    """A segment submission's accumulator: a `SegmentTopK` fed in blocks of rows."""
+
+    BLOCK = 4096  # segments offered to the top-K per update: one vectorised pass each
+
+    def __init__(self, num_classes: int, k: int):
+        self.topk = SegmentTopK(num_classes, k=k)
+        self.pending: List[tuple] = []
+        self.pending_rows = 0
+
+    def add(self, keys: np.ndarray, scores: np.ndarray) -> None:
+        self.pending.append((keys, scores))
+        self.pending_rows += len(keys)
+        if self.pending_rows >= self.BLOCK:
+            self.flush()
+
+    def flush(self) -> "_TopK":
+        if self.pending_rows:
+            self.topk.update(np.concatenate([keys for keys, _ in self.pending]),
+                             np.concatenate([scores for _, scores in self.pending]))
+        self.pending, self.pending_rows = [], 0
+        return self
+
+
+class SegmentSubmission(Submission):
+    """The 2019 challenge's `Class,Segments`: per class the best K segments (bounded memory)."""
+
+    def __init__(self, class_ids: Sequence, k: int):
+        self.class_ids, self.k = list(class_ids), k
+
+    def create(self) -> _TopK:
+        return _TopK(len(self.class_ids), self.k)
+
+    def add(self, accumulator: _TopK, row: tuple) -> _TopK:
+        accumulator.add(*row)
+        return accumulator
+
+    def merge(self, accumulators) -> _TopK:
+        accumulators = iter(accumulators)
+        merged = next(accumulators).flush()
+        for other in accumulators:
+            merged.topk.merge(other.flush().topk)
+        return merged
+
+    def write(self, accumulator: _TopK, path: str) -> Dict:
+        topk = accumulator.flush().topk
+        write_segment_submission(path, topk, self.class_ids)
+        return {"segments": topk.segments_seen,
+                "text": f"wrote {path}: {topk.segments_seen} segments scored, the best {self.k} per class kept"}
+
+
+class VideoSubmission(Submission):
+    """The 2nd challenge's `VideoId,LabelConfidencePairs`, sorted by video id."""
+
+    def write_rows(self, rows: List[tuple], path: str) -> Dict:
+        write_text(path, "VideoId,LabelConfidencePairs\n" + "".join(line for _, line in sorted(rows)))
+        return {"videos": len(rows), "text": f"wrote {path}: {len(rows)} videos"}
+
+
+def plan(model_paths: Sequence[str], data_dir: str, split: str = "test", segments: bool = True,
+         k: int = SEGMENT_K, drop_first: int = 0, drop_last: int = 0, top_k: int = 20,
+         videos_per_batch: int = 8) -> Plan:
+    """Batch inference of `split`: segments (`Class,Segments`) or videos (`VideoId,LabelConfidencePairs`)."""
+    models = load_models(model_paths, data_dir)
+    if not segments and any(m.recipe.task != "yt8m_video" for m in models):
+        raise UserError("--task videos needs video-level models (task yt8m_video)")
+    class_ids = [c["category_id"] for c in models[0].classes]
+    paths, compression, _ = data.split_files(data_dir, split)
+    scorer = functools.partial(VideoScorer, list(model_paths), segments, drop_first, drop_last, top_k)
+    submission = SegmentSubmission(class_ids, k) if segments else VideoSubmission()
+    return Plan(Files(paths, compression), scorer, submission, videos_per_batch, "videos")
+
+
 def predict_segments(model_paths: Sequence[str], data_dir: str, output: str, split: str = "test",
                      k: int = SEGMENT_K, drop_first: int = 0, drop_last: int = 0, videos_per_batch: int = 8,
                      progress: bool = True) -> int:
     """Writes the 2019 challenge's `Class,Segments` file; returns the number of segments scored."""
-    models = load_models(model_paths, data_dir)
-    recipe = models[0].recipe
-    topk = SegmentTopK(len(models[0].classes), k=k)
-    count = 0
-    bar = Progress("segments") if progress else None
-    for videos in data.video_segment_dataset(data_dir, split, videos_per_batch=videos_per_batch,
-                                             max_frames=recipe.data.max_frames, drop_first=drop_first,
-                                             drop_last=drop_last):
-        segments = data.flatten_segments(videos, recipe.data.context_frames)
-        keys = [f"{vid.decode()}:{start}" for vid, start in zip(segments[kind.ID].numpy(),
-                                                                segments["start_time"].numpy())]
-        if not keys:
-            continue
-        topk.update(keys, average_models([m.segment_scores(segments) for m in models]))
-        count += len(keys)
-        if bar is not None:
-            bar.update(len(keys))
-    if bar is not None:
-        bar.close()
-    write_segment_submission(output, topk, [c["category_id"] for c in models[0].classes])
-    return count
+    return run_local(plan(model_paths, data_dir, split, True, k, drop_first, drop_last,
+                          videos_per_batch=videos_per_batch), output, progress)["segments"]
 
 
 def predict_videos(model_paths: Sequence[str], data_dir: str, output: str, split: str = "test",
                    top_k: int = 20, videos_per_batch: int = 32) -> int:
     """Writes the 2nd challenge's `VideoId,LabelConfidencePairs` file; returns the number of videos."""
-    models = load_models(model_paths, data_dir)
-    recipe = models[0].recipe
-    count = 0
-    with VideoSubmissionWriter(output, [c["category_id"] for c in models[0].classes], top_k=top_k) as writer:
-        for videos in data.video_segment_dataset(data_dir, split, videos_per_batch=videos_per_batch,
-                                                 max_frames=recipe.data.max_frames):
-            ids = [vid.decode() for vid in videos[kind.ID].numpy()]
-            writer.add(ids, average_models([m.video_scores(videos) for m in models]))
-            count += len(ids)
-    return count
+    return run_local(plan(model_paths, data_dir, split, False, top_k=top_k, videos_per_batch=videos_per_batch),
+                     output)["videos"]

@@ -43,6 +43,7 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
+import tensorflow as tf
 
 from yt8m_keras.competitions.youtube8m.metrics import top_k_classes
 
@@ -176,6 +177,54 @@ class SegmentTopK:
         if self._key_kind == "str":
             return np.char.decode(raw_keys, "utf-8"), scores
         return raw_keys, scores
+
+    def merge(self, other):
+        """Adds the pairs another `SegmentTopK` kept (another worker's segments, say).
+
+        The result is what one stream of both inputs would give: the union of two top-Ks
+        holds the top K of the union, and ties are broken by key alone. Returns self.
+        """
+        if (other.num_classes, other.k) != (self.num_classes, self.k):
+            raise ValueError(f"cannot merge a top-{other.k} of {other.num_classes} classes into a top-{self.k} "
+                             f"of {self.num_classes}.")
+        if other._keys is None:
+            return self
+        if self._key_kind is None:
+            self._key_kind = other._key_kind
+        elif other._key_kind != self._key_kind:
+            raise ValueError(f"cannot merge {other._key_kind} segment keys into {self._key_kind} ones.")
+        base = self._append_keys(other._keys[:other._num_keys])
+        for row in np.flatnonzero(other._fill):
+            fill = int(other._fill[row])
+            self._merge_into(row, other._scores[row, :fill], other._index[row, :fill] + np.int32(base))
+        self.segments_seen += other.segments_seen
+        self._unique_checked = False
+        if self._num_keys >= self._purge_at:
+            self._purge_keys()
+        return self
+
+    def __getstate__(self):
+        # What Beam ships between workers: only the pairs held and the keys they use, not the
+        # (mostly untouched) num_classes x (k + slack) rows.
+        if self._keys is not None:
+            self._purge_keys()
+        state = {key: value for key, value in self.__dict__.items() if key not in ("_scores", "_index", "_keys")}
+        state["_keys"] = None if self._keys is None else self._keys[:self._num_keys].copy()
+        held = [slice(0, int(fill)) for fill in self._fill]
+        state["_held"] = (np.concatenate([self._scores[row, s] for row, s in enumerate(held)]),
+                          np.concatenate([self._index[row, s] for row, s in enumerate(held)]))
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        scores, index = state.pop("_held")
+        self.__dict__.update(state)
+        self._scores = np.empty((self.num_classes, self._width), dtype=np.float32)
+        self._index = np.empty((self.num_classes, self._width), dtype=np.int32)
+        starts = np.cumsum(self._fill) - self._fill
+        for row, (start, fill) in enumerate(zip(starts.tolist(), self._fill.tolist())):
+            self._scores[row, :fill] = scores[start:start + fill]
+            self._index[row, :fill] = index[start:start + fill]
 
     # ------------------------------------------------------------------ keys
 
@@ -526,16 +575,17 @@ def write_segment_submission(path, topk, class_ids, key_to_text=None):
     key_to_text = _text_table(key_to_text, topk._key_kind)
     temporary = f"{path}.tmp"
     try:
-        with open(temporary, "wb") as out:
+        # tf.io.gfile: the Beam job's worker may write to gs://.
+        with tf.io.gfile.GFile(temporary, "wb") as out:
             out.write(b"Class,Segments\n")
             for index, label in enumerate(class_ids):
                 raw_keys, _ = topk._sorted(index)
                 texts = _texts_for(raw_keys, topk._key_kind, key_to_text)
                 out.write(str(label).encode() + b"," + _segments_field(texts, label) + b"\n")
-        os.replace(temporary, path)
+        tf.io.gfile.rename(temporary, path, overwrite=True)
     except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        if tf.io.gfile.exists(temporary):
+            tf.io.gfile.remove(temporary)
         raise
     return path
 
@@ -556,6 +606,34 @@ def read_segment_submission(path):
                 raise ValueError(f"{path}:{line}: class {label} appears twice.")
             ranked[label] = row[1].split(" ") if row[1] else []
     return ranked
+
+
+def video_lines(video_ids, predictions, class_ids, top_k):
+    """The submission lines (`id,label score label score ...`) of videos [n] with predictions [n, num_classes].
+
+    Pairs best first (ties: the lower class index first), scores with 6 decimals; class_ids
+    are the label ids as strings, top_k at most their number.
+    """
+    predictions = np.asarray(predictions)
+    video_ids = [str(video_id) for video_id in video_ids]
+    if predictions.ndim != 2 or predictions.shape != (len(video_ids), len(class_ids)):
+        raise ValueError(
+            f"predictions must be [{len(video_ids)}, {len(class_ids)}], "
+            f"got {predictions.shape}."
+        )
+    if predictions.dtype.kind == "f" and np.isnan(predictions).any():
+        raise ValueError("predictions contain NaN.")
+    for video_id in video_ids:
+        if not video_id or any(ch in video_id for ch in ', \n\r"'):
+            raise ValueError(f"Video id {video_id!r} is empty or would corrupt the CSV.")
+    if not video_ids:
+        return []
+    top, top_scores = top_k_classes(predictions, top_k)
+    lines = []
+    for video_id, classes, scores in zip(video_ids, top.tolist(), top_scores.tolist()):
+        pairs = " ".join(f"{class_ids[c]} {s:.6f}" for c, s in zip(classes, scores))
+        lines.append(f"{video_id},{pairs}\n")
+    return lines
 
 
 class VideoSubmissionWriter:
@@ -597,27 +675,11 @@ class VideoSubmissionWriter:
         """Writes one row per video: video_ids [n], predictions [n, num_classes]."""
         if self._out is None:
             raise ValueError("VideoSubmissionWriter.add() after close().")
-        predictions = np.asarray(predictions)
-        video_ids = [str(video_id) for video_id in video_ids]
-        if predictions.ndim != 2 or predictions.shape != (len(video_ids), len(self.class_ids)):
-            raise ValueError(
-                f"predictions must be [{len(video_ids)}, {len(self.class_ids)}], "
-                f"got {predictions.shape}."
-            )
-        if predictions.dtype.kind == "f" and np.isnan(predictions).any():
-            raise ValueError("predictions contain NaN.")
-        for video_id in video_ids:
-            if not video_id or any(ch in video_id for ch in ', \n\r"'):
-                raise ValueError(f"Video id {video_id!r} is empty or would corrupt the CSV.")
-        if not video_ids:
+        lines = video_lines(video_ids, predictions, self.class_ids, self.top_k)
+        if not lines:
             return
-        top, top_scores = top_k_classes(predictions, self.top_k)
-        lines = []
-        for video_id, classes, scores in zip(video_ids, top.tolist(), top_scores.tolist()):
-            pairs = " ".join(f"{self.class_ids[c]} {s:.6f}" for c, s in zip(classes, scores))
-            lines.append(f"{video_id},{pairs}\n")
         self._out.write("".join(lines))
-        self.videos_written += len(video_ids)
+        self.videos_written += len(lines)
 
     def close(self):
         """Finishes the file and renames it to `path`."""

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfrecords import avito_ad as kind
 from yt8m_keras.competitions.avito.predict import OOF, TEST, evaluate, predict_exported
+from batch_predict_check import assert_beam_job_matches_predict
 
 STEPS = ["training.batch_size=16", "training.steps_per_epoch=4", "training.epochs=2", "training.backup_every_steps=4",
          "data.folds=2", "data.text_length=24", "data.shuffle_buffer=64"]
@@ -129,3 +130,9 @@ def test_features_of_a_missing_directory_is_one_error_and_writes_nothing(tmp_pat
     with pytest.raises(UserError, match="no manifest.json"):
         run_features(str(missing), backbone="resnet50", image_size=32)
     assert not missing.exists()
+
+
+@pytest.mark.slow
+def test_beam_job_writes_the_predict_submission(exported, featured, tmp_path):
+    written = assert_beam_job_matches_predict(["--model", exported, "--data", featured[0]], tmp_path)
+    assert written.startswith(b"item_id,deal_probability\n")

@@ -1,5 +1,7 @@
 """The exported melanoma SavedModel: every signature against the Keras model, warmup requests replayed."""
 
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,6 +9,7 @@ import tensorflow as tf
 from tfrecords import melanoma_image as kind
 from yt8m_keras.competitions.melanoma.features import codes_from_strings, metadata
 from yt8m_keras.export import WARMUP_FILE, export
+from batch_predict_check import assert_beam_job_matches_predict
 from yt8m_keras.train import load_trained
 
 
@@ -74,3 +77,16 @@ def test_warmup_requests_replay(exported):
         assert outputs["probabilities"].shape[-1] == len(kind.CLASSES)
         signatures.append(request.model_spec.signature_name)
     assert sorted(signatures) == ["pixels", "serving_default", "tf_example"]
+
+
+@pytest.mark.slow
+def test_beam_job_writes_the_predict_submission(exported, deotte_dir, tmp_path):
+    # Deotte's layout, the metadata joined from his CSV on every worker; a train shard serves
+    # as the test shard (the sample has none; the extra keys of train records are not read).
+    data = tmp_path / "deotte"
+    shutil.copytree(deotte_dir[0], data)
+    first = sorted(data.glob("train*.tfrec"))[0]
+    shutil.copy(first, data / first.name.replace("train", "test"))
+    written = assert_beam_job_matches_predict(["--model", exported, "--data", str(data)], tmp_path)
+    lines = written.decode().splitlines()
+    assert lines[0] == "image_name,target" and len(lines) == 1 + int(first.stem.split("-")[1])

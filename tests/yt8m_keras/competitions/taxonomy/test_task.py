@@ -12,6 +12,7 @@ from yt8m_keras.competitions.taxonomy.decoding import TaxonomyDecoder
 from yt8m_keras.competitions.taxonomy.hierarchy import TAXONOMY, read_taxonomy
 from yt8m_keras.competitions.taxonomy.input import read_split, training_example
 from yt8m_keras.competitions.taxonomy.predict import evaluate, predict, read_labels, scores
+from batch_predict_check import assert_beam_job_matches_predict
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +158,11 @@ def test_predict_votes_and_snaps(exported, taxonomy_data, tmp_path):
     snapped = str(tmp_path / "snapped.predict")
     predict([exported], data, snapped, decoding="snapped")
     assert all(taxonomy.is_valid(p) for p in read_labels(snapped).values())
+
+
+@pytest.mark.slow
+def test_beam_job_writes_the_predict_submission(exported, taxonomy_data, tmp_path):
+    written = assert_beam_job_matches_predict(["--model", exported, "--model", exported, "--data", taxonomy_data[0]],
+                                              tmp_path)
+    with open(taxonomy_data[1]["test_features"], encoding="utf-8") as f:
+        assert len(written.decode("utf-8").splitlines()) == len(f.read().splitlines())

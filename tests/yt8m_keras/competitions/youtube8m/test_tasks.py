@@ -15,6 +15,7 @@ from yt8m_keras.cli import main
 from yt8m_keras.export import export
 from yt8m_keras.recipes import load_recipe
 from yt8m_keras.competitions.youtube8m.topk import read_segment_submission, read_video_submission
+from batch_predict_check import assert_beam_job_matches_predict
 
 
 def _records(data_dir, split, n):
@@ -174,3 +175,17 @@ def test_cli_predict_segments(yt8m_data, exported_pair, tmp_path, capsys):
     assert main(["predict", "--model", exported_pair[0], "--model", exported_pair[1], "--data", yt8m_data[0],
                  "--output", str(out), "--k", "10", "--drop-first", "1"]) == 0
     assert "segments scored" in capsys.readouterr().out and out.exists()
+
+
+@pytest.mark.slow
+def test_beam_job_writes_the_predict_submissions(exported_pair, yt8m_data, tmp_path):
+    segment, video = exported_pair
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "videos").mkdir()
+    # A small K: every class's top-K is cut on each worker, then merged.
+    written = assert_beam_job_matches_predict(
+        ["--model", segment, "--model", video, "--data", yt8m_data[0], "--k", "25"], tmp_path / "segments")
+    assert written.startswith(b"Class,Segments\n")
+    written = assert_beam_job_matches_predict(
+        ["--task", "videos", "--model", video, "--data", yt8m_data[0], "--top-k", "5"], tmp_path / "videos")
+    assert written.startswith(b"VideoId,LabelConfidencePairs\n")

@@ -83,6 +83,34 @@ def test_result_is_independent_of_batching_and_order():
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("key_kind", ["int", "str"])
+def test_merged_workers_equal_one_stream_and_pickle_compactly(key_kind):
+    # Beam's batch inference: each worker keeps its own top-K, the accumulators are shipped
+    # (pickled) and merged in any order and grouping.
+    import pickle
+
+    rng = np.random.default_rng(11)
+    scores = rng.integers(0, 30, (2000, 5)).astype(np.float32)  # many ties across workers
+    ids = rng.permutation(2000)
+    keys = np.array([f"v{i}:{i % 7}" for i in ids]) if key_kind == "str" else ids
+    parts = np.split(rng.permutation(2000), [300, 310, 1200])  # uneven, one worker with 10 segments
+    workers = []
+    for part in parts:
+        worker = SegmentTopK(5, k=120, merge_slack=0.5)
+        feed(worker, keys[part], scores[part], random_sizes(rng, len(part), 90))
+        workers.append(pickle.loads(pickle.dumps(worker)))
+    merged = SegmentTopK(5, k=120).merge(workers[2]).merge(workers[0].merge(workers[3])).merge(workers[1])
+    assert merged.segments_seen == 2000
+    assert_equal_to_brute_force(merged, keys, scores, 120)
+    with pytest.raises(ValueError, match="cannot merge a top-7"):
+        merged.merge(SegmentTopK(5, k=7))
+    # What is shipped is what is held, not the k + slack slots per class.
+    large = SegmentTopK(5, k=100_000)
+    large.update(keys[:100], scores[:100])
+    assert len(pickle.dumps(large)) * 100 < large._scores.nbytes + large._index.nbytes
+    assert_equal_to_brute_force(pickle.loads(pickle.dumps(large)), keys[:100], scores[:100], 100_000)
+
+
 def test_updates_after_a_result_stay_exact():
     rng = np.random.default_rng(2)
     scores = rng.random((900, 4), dtype=np.float32)

@@ -1,0 +1,180 @@
+"""Batch inference over exported SavedModels on Beam: the submission `yt8m-keras predict` writes.
+
+    python -m beam_jobs.predict --model BASE/NAME/VERSION [--model ...] --data DATA --output submission.csv \
+        [--task T] [--split test] [the competition's flags: --combine, --tta, --k, --decoding, ...] \
+        [Beam pipeline flags: --runner DataflowRunner --project P --region R --temp_location gs://B/tmp \
+         --setup_file ./setup.py ...]
+
+The flags are `yt8m-keras predict`'s. The competition, its signatures and its submission
+writer are chosen from the first model's recipe (`assets.extra/recipe.yaml`), exactly as
+the command does, and the output is the same file, byte for byte: both run the
+competition's `Plan` (`yt8m_keras.inference`), this job on many workers:
+
+    shard paths -> ReadAllFromTFRecord -> RunInference(SavedModelHandler)  one row per record
+                -> CombineGlobally(the Submission)   partial results merged across workers
+                                                     (YouTube-8M: bounded top-K per class)
+                -> write                             one file, temporary name then rename
+
+`SavedModelHandler` is a small `ModelHandler` over `tf.saved_model.load(...).signatures`:
+Beam's stock TensorFlow handler imports tensorflow_hub and cannot load a
+`tf.saved_model.save` directory written under Keras 3. The models are loaded once per
+worker (`load_model`); batches hold the competition's batch size of serialized records,
+and the scorer calls every signature with one fixed shape, so a row never depends on
+how Beam batched it. No Keras is imported: the scorers use the SavedModels' signatures.
+
+Counters (namespace `predict`): records, rows.
+"""
+
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.tfrecordio import ReadAllFromTFRecord
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+
+from beam_jobs import common
+from tfrecords import UserError, run_main
+
+NAMESPACE = "predict"
+
+
+class SavedModelHandler(ModelHandler):
+    """RunInference's handler for our exports: a competition's scorer over SavedModel signatures.
+
+    Args:
+        scorer: a picklable factory (`Plan.scorer`) that loads the SavedModels and returns
+            `score(records: List[bytes]) -> List[row]`, one row per record.
+        batch_size: records per batch (every batch but a bundle's last has exactly this many).
+
+    Example:
+
+    >>> rows = records | RunInference(SavedModelHandler(plan.scorer, plan.batch_size))
+    """
+
+    def __init__(self, scorer: Callable[[], Callable[[List[bytes]], List[Any]]], batch_size: int):
+        self._scorer = scorer
+        self._batch_size = batch_size
+
+    def load_model(self) -> Callable[[List[bytes]], List[Any]]:
+        return self._scorer()
+
+    def run_inference(self, batch: Sequence[bytes], model: Callable, inference_args: Optional[Dict] = None):
+        rows = model(list(batch))
+        if len(rows) != len(batch):
+            raise RuntimeError(f"the scorer returned {len(rows)} rows for {len(batch)} records")
+        return rows
+
+    def get_num_bytes(self, batch: Sequence[bytes]) -> int:
+        return sum(len(record) for record in batch)
+
+    def batch_elements_kwargs(self) -> Dict[str, int]:
+        return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
+
+    def get_metrics_namespace(self) -> str:
+        return NAMESPACE
+
+
+class SubmissionCombineFn(beam.CombineFn):
+    """A `yt8m_keras.inference.Submission` as a CombineFn: rows -> one accumulator per job."""
+
+    def __init__(self, submission):
+        self._submission = submission
+
+    def create_accumulator(self):
+        return self._submission.create()
+
+    def add_input(self, accumulator, row):
+        return self._submission.add(accumulator, row)
+
+    def merge_accumulators(self, accumulators):
+        return self._submission.merge(accumulators)
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class WriteSubmission(beam.DoFn):
+    """Writes the merged accumulator as the submission file (temporary name, then rename)."""
+
+    def __init__(self, submission, output: str):
+        self._submission, self._output = submission, output
+
+    def process(self, accumulator):
+        counts = self._submission.write(accumulator, self._output)
+        yield counts["text"]
+
+
+class BatchPredict(beam.PTransform):
+    """A plan's whole batch inference: its shards in, the submission file written; yields its summary line.
+
+    Args:
+        plan: a `yt8m_keras.inference.Plan` (what `competition.plan(...)` returns).
+        output: the submission file (a local path or gs://).
+    """
+
+    def __init__(self, plan, output: str):
+        super().__init__()
+        self._plan, self._output = plan, output
+
+    def expand(self, pbegin):
+        plan = self._plan
+        compression = CompressionTypes.GZIP if plan.files.compression == "GZIP" else CompressionTypes.UNCOMPRESSED
+        records = (pbegin
+                   | "Shards" >> beam.Create(plan.files.paths, reshuffle=False)
+                   | "Read" >> ReadAllFromTFRecord(compression_type=compression)
+                   | "CountRecords" >> beam.Map(common.CountAs(NAMESPACE, "records")))
+        rows = (records
+                | "Score" >> RunInference(SavedModelHandler(plan.scorer, plan.batch_size))
+                | "CountRows" >> beam.Map(common.CountAs(NAMESPACE, "rows")))
+        return (rows
+                | "Merge" >> beam.CombineGlobally(SubmissionCombineFn(plan.submission))
+                | "Write" >> beam.ParDo(WriteSubmission(plan.submission, self._output)))
+
+
+def _parser(prog: str):
+    from yt8m_keras.cli import add_predict_arguments
+
+    parser = common.job_parser(prog, "Writes a competition's submission with exported SavedModels, on Beam.")
+    add_predict_arguments(parser)
+    return parser
+
+
+def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.predict") -> Dict:
+    """Runs the batch inference; returns {"output", "records", "rows"}. Raises UserError for bad flags or inputs.
+
+    Example:
+
+    >>> run(["--model", "export/cdiscount/1", "--data", "data", "--output", "submission.csv"])["rows"]
+    """
+    from yt8m_keras.cli import output_file, predict_plan
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, pipeline_args = common.parse_args(_parser(prog), argv)
+    if "://" not in args.output:  # gs:// and other Beam file systems are checked by the writer
+        output_file(args.output, "--output")
+    plan = predict_plan(args)
+    options = common.pipeline_options(pipeline_args)
+    pipeline = beam.Pipeline(options=options)
+    _ = pipeline | "Predict" >> BatchPredict(plan, args.output)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return {"output": args.output, **{name: _counter(result, name) for name in ("records", "rows")}}
+
+
+def _counter(result, name: str) -> int:
+    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE).with_name(name))["counters"]
+    return int(sum(c.committed if c.committed is not None else c.attempted for c in found))
+
+
+def summary(result: Dict) -> str:
+    return f"wrote {result['output']}: {result['rows']} rows from {result['records']} records"
+
+
+if __name__ == "__main__":
+    # The installed module, not __main__: Dataflow workers import DoFns by their real name.
+    import importlib
+
+    job = importlib.import_module("beam_jobs.predict")
+    sys.exit(run_main(lambda argv: print(job.summary(job.run(argv)))))

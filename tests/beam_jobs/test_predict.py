@@ -1,0 +1,53 @@
+"""beam_jobs.predict: Beam's RunInference over exported SavedModels writes `yt8m-keras predict`'s file.
+
+The other competitions' byte-equality tests sit beside their export fixtures (marked slow):
+tests/yt8m_keras/competitions/{youtube8m,melanoma,taxonomy,avito}.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from beam_jobs import predict as beam_predict
+from tfrecords import UserError
+from yt8m_keras.cli import main
+
+# The job in a process where any import of Keras fails: the workers must never need it.
+WITHOUT_KERAS = """
+import sys
+sys.modules["keras"] = None
+sys.modules["keras_hub"] = None
+from beam_jobs.predict import run, summary
+print(summary(run(sys.argv[1:])))
+"""
+
+
+def test_cdiscount_job_without_keras_writes_the_predict_submission(exported, cdiscount_data, tmp_path):
+    data, manifest = cdiscount_data
+    flags = ["--model", exported, "--data", data, "--tta", "1", "--combine", "mean"]
+    cli_output, beam_output = str(tmp_path / "cli.csv"), str(tmp_path / "beam.csv")
+    assert main(["predict", *flags, "--output", cli_output]) == 0
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", WITHOUT_KERAS, *flags, "--output", beam_output,
+                           "--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    test_products = manifest["splits"]["test"]["records"]
+    assert f"wrote {beam_output}: {test_products} rows from {test_products} records" in done.stdout
+    with open(cli_output, "rb") as cli, open(beam_output, "rb") as beam:
+        assert beam.read() == cli.read()
+    assert len(open(beam_output).read().splitlines()) == test_products + 1
+
+
+def test_flag_and_model_errors_are_user_errors(cdiscount_data, tmp_path):
+    data, _ = cdiscount_data
+    output = str(tmp_path / "s.csv")
+    with pytest.raises(UserError, match="unrecognized arguments: --frobnicate"):
+        beam_predict.run(["--model", str(tmp_path), "--data", data, "--output", output, "--frobnicate"])
+    with pytest.raises(UserError, match="no SavedModel in"):
+        beam_predict.run(["--model", str(tmp_path), "--data", data, "--output", output])
+    with pytest.raises(UserError, match="directory .* does not exist"):
+        beam_predict.run(["--model", str(tmp_path), "--data", data, "--output", str(tmp_path / "no" / "s.csv")])
+    assert not os.path.exists(output)

@@ -1,0 +1,165 @@
+"""Batch inference over exported SavedModels: one plan per competition, two ways to run it.
+
+`yt8m-keras predict` runs a plan as a plain loop in one process (`run_local`);
+`python -m beam_jobs.predict` runs the same plan with Beam's `RunInference` on many
+workers. Both write the same bytes, because they share every step that computes:
+
+    Plan.files            the split's shards (paths, compression), read by both
+    Plan.scorer()         loads the SavedModels (once per worker) and scores a batch of
+                          serialized records -> one row per record (plain Python/NumPy)
+    Plan.submission       what rows become: create(), add(acc, row), merge(accs), write(acc, path)
+                          (a Beam CombineFn's shape, so the Beam job merges partial results of
+                          its workers, YouTube-8M's bounded top-K among them)
+
+Why the two agree bit for bit: a row depends only on its own record. Each model call gets
+exactly `Plan.batch_size` rows (`fixed_batches` pads the last chunk by repeating its final
+row), so the kernels see one shape whatever batches Beam or the loop formed, and no row's
+numbers depend on its neighbours. Submissions sort by id before they write.
+
+TensorFlow (imported when used) and NumPy only, never Keras: Beam workers import this.
+
+Example:
+
+>>> plan = competitions.get("cdiscount").plan(["export/cdiscount/1"], "data", args)
+>>> run_local(plan, "submission.csv")["text"]
+'wrote submission.csv: 1000 products'
+"""
+
+import os
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Sequence, Tuple
+
+import numpy as np
+
+from tfrecords import UserError
+
+
+class Files(NamedTuple):
+    paths: List[str]
+    compression: str  # tf.data's compression_type ("" or "GZIP")
+
+
+class Submission:
+    """Rows -> the submission file: collects every row, sorts, writes (override for other merges).
+
+    Subclasses implement `write_rows(rows, path) -> counts`: a dict with the counts and
+    `text`, one line saying what was written; YouTube-8M's segment
+    submission overrides create/add/merge to keep a bounded top-K instead of every row.
+    The object is pickled into Beam's CombineFn: keep it light (no models, no tensors).
+    """
+
+    def create(self) -> Any:
+        return []
+
+    def add(self, accumulator: Any, row: Any) -> Any:
+        accumulator.append(row)
+        return accumulator
+
+    def merge(self, accumulators: Iterable[Any]) -> Any:
+        merged: List[Any] = []
+        for accumulator in accumulators:
+            merged.extend(accumulator)
+        return merged
+
+    def write(self, accumulator: Any, path: str) -> Dict:
+        return self.write_rows(accumulator, path)
+
+    def write_rows(self, rows: List[Any], path: str) -> Dict:
+        raise NotImplementedError
+
+
+class Plan(NamedTuple):
+    """What a competition's batch inference needs: inputs, a scorer factory and a submission.
+
+    Attributes:
+        files: the shards to read.
+        scorer: a picklable callable returning `score(records: List[bytes]) -> List[row]`
+            (models loaded when called: once per Beam worker).
+        submission: a `Submission`.
+        batch_size: records per `score` call (the loop's batches; Beam's too).
+        unit: what a row is, for progress ("products", "videos").
+    """
+
+    files: Files
+    scorer: Callable[[], Callable[[List[bytes]], List[Any]]]
+    submission: Submission
+    batch_size: int
+    unit: str
+
+
+def fixed_batches(fn: Callable, inputs, size: int):
+    """`fn` over `inputs` in calls of exactly `size` rows; returns the outputs of the real rows.
+
+    `inputs` is an array or a dict of arrays sharing their first dimension; `fn` returns the
+    same (NumPy-convertible). The last chunk is padded by repeating its final row, so every
+    call has one shape and a row's output does not depend on which rows came with it.
+    """
+    def rows(value, start, stop):
+        chunk = value[start:stop]
+        missing = size - len(chunk)
+        if missing:
+            chunk = np.concatenate([chunk, np.repeat(np.asarray(chunk[-1:]), missing, axis=0)])
+        return chunk
+
+    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+    total = len(first)
+    outputs = []
+    for start in range(0, total, size):
+        real = min(size, total - start)
+        if isinstance(inputs, dict):
+            out = fn({key: rows(value, start, start + size) for key, value in inputs.items()})
+        else:
+            out = fn(rows(inputs, start, start + size))
+        if isinstance(out, dict):
+            outputs.append({key: np.asarray(value)[:real] for key, value in out.items()})
+        else:
+            outputs.append(np.asarray(out)[:real])
+    if not outputs:
+        return outputs
+    if isinstance(outputs[0], dict):
+        return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+    return np.concatenate(outputs)
+
+
+def load_saved_model(path: str):
+    """`tf.saved_model.load` of an exported model, or one UserError if `path` is not one."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        raise UserError(f"no SavedModel in {path} (expected BASE/NAME/VERSION from `yt8m-keras export`)")
+    return tf.saved_model.load(path)
+
+
+def read_records(files: Files, batch_size: int) -> Iterable[List[bytes]]:
+    """The shards' serialized records in shard order, `batch_size` at a time."""
+    from yt8m_keras.data.shards import records
+
+    for batch in records(files.paths, files.compression, cycle_length=1).batch(batch_size):
+        yield list(batch.numpy())
+
+
+def run_local(plan: Plan, output: str, progress: bool = True) -> Dict:
+    """Runs `plan` in this process (a plain loop); returns the submission's counts and `text`."""
+    from yt8m_keras.progress import Progress
+
+    score = plan.scorer()
+    accumulator = plan.submission.create()
+    bar = Progress(plan.unit) if progress else None
+    for batch in read_records(plan.files, plan.batch_size):
+        for row in score(batch):
+            accumulator = plan.submission.add(accumulator, row)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return plan.submission.write(accumulator, output)
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes a submission under a temporary name, renamed when complete (local paths and gs://)."""
+    import tensorflow as tf
+
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
