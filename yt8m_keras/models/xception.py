@@ -48,12 +48,15 @@ def build_xception(
     weights=None,
     dropout=0.2,
     hidden_units=0,
+    augmentation=None,
     name=None,
 ):
     """Builds an Xception classifier that takes raw pixels and returns class probabilities.
 
     The model rescales its float32 input pixels in [0, 255] to [-1, 1] itself (Xception's
-    preprocessing), so serving can feed decoded JPEG pixels directly. The head is global
+    preprocessing), so serving can feed decoded JPEG pixels directly. An `augmentation`
+    layer, if given, runs first, on the raw pixels: Keras passes it `training`, so it
+    augments in `fit` only and leaves predictions and serving unchanged. The head is global
     average pooling, dropout, an optional ReLU dense layer (the Cdiscount winners' second
     dense layer, worth about +0.5 % accuracy) and a softmax dense layer named
     `"probabilities"`. The head's dense layers compute in float32 so the output stays
@@ -77,6 +80,9 @@ def build_xception(
         dropout: float in [0, 1), dropout rate after global average pooling.
         hidden_units: int, width of the optional ReLU dense layer before the classifier;
             0 means no hidden layer.
+        augmentation: optional Keras layer mapping `[B, S, S, 3]` pixels in [0, 255] to
+            pixels of the same shape and scale, the identity unless `training` (e.g.
+            `CdiscountAugmentation`); `None` for none.
         name: optional model name; defaults to `"{variant}_classifier"`.
 
     Returns:
@@ -96,6 +102,12 @@ def build_xception(
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     images = np.random.uniform(0, 255, size=(8, 64, 64, 3)).astype("float32")
     probabilities = model.predict(images)  # (8, 5), rows sum to 1
+
+    # The Cdiscount seed's random crop and flip, in `fit` only:
+    from yt8m_keras.models.augmentation import CdiscountAugmentation
+
+    augmented = MODELS["xception"](num_classes=5, image_size=64, variant="tiny",
+                                   augmentation=CdiscountAugmentation(seed=0))
     ```
     """
     if variant not in VARIANTS:
@@ -130,7 +142,8 @@ def build_xception(
         backbone = _tiny_xception_backbone(input_shape)
 
     images = keras.Input(shape=input_shape, dtype="float32", name="images")
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(images)
+    x = images if augmentation is None else augmentation(images)
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(x)
     x = backbone(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)

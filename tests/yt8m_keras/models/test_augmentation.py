@@ -9,7 +9,7 @@ from keras import ops
 from scipy import ndimage
 
 from yt8m_keras.models.augmentation import (
-    CLAHE, Cutout, ElasticTransform, GaussianBlur, GaussNoise, GridDistortion, HueSaturationValue,
+    CLAHE, CdiscountAugmentation, Cutout, ElasticTransform, GaussianBlur, GaussNoise, GridDistortion, HueSaturationValue,
     MedianBlur, MelanomaAugmentation, MotionBlur, MultiplicativeContrast, OneOf, OpticalDistortion,
     RandomApply, RandomTranspose, ShiftScaleRotate)
 from yt8m_keras.models.augmentation._image_ops import median_network
@@ -36,6 +36,7 @@ FACTORIES = {
     "one_of": lambda seed: OneOf([MedianBlur(5, seed=seed), GaussNoise((5.0, 30.0), seed=seed)],
                                  p=0.7, seed=seed),
     "melanoma": lambda seed: MelanomaAugmentation(seed=seed),
+    "cdiscount": lambda seed: CdiscountAugmentation(seed=seed),
 }
 
 
@@ -449,3 +450,94 @@ def test_melanoma_augmentation_switches():
     np.testing.assert_array_equal(augment(layer, x), x)
     with pytest.raises(ValueError, match="square"):
         MelanomaAugmentation(seed=0)(np.zeros((1, 32, 16, 3), "float32"), training=True)
+
+
+# --- Cdiscount ------------------------------------------------------------------------------
+
+
+def cdiscount_draws(original, augmented, crop_scale=200 / 180):
+    """What the Cdiscount augmentation did to each image: (cropped, flipped, crop offsets).
+
+    Each output must equal exactly one candidate: the image or a `size x size` crop of the
+    image resized (by TensorFlow's own `tf.image.resize`) to `round(size * crop_scale)`, at
+    any offset, each flipped left-right or not. Random images make candidates distinct.
+    """
+    size = original.shape[1]
+    big = int(round(size * crop_scale))
+    resized = tf.image.resize(original, [big, big]).numpy()
+    candidates = {("none", flip): original[:, :, ::-1] if flip else original for flip in (False, True)}
+    for y in range(big - size + 1):
+        for x in range(big - size + 1):
+            crop = resized[:, y:y + size, x:x + size]
+            for flip in (False, True):
+                candidates[((y, x), flip)] = crop[:, :, ::-1] if flip else crop
+    matches = {key: np.abs(augmented - value).max(axis=(1, 2, 3)) < 1e-3 for key, value in candidates.items()}
+    found = np.stack(list(matches.values()), axis=1)
+    assert (found.sum(axis=1) == 1).all(), "every output is exactly one crop/flip of its image"
+    keys = list(matches)
+    picked = [keys[i] for i in found.argmax(axis=1)]
+    cropped = np.array([where != "none" for where, _ in picked])
+    flipped = np.array([flip for _, flip in picked])
+    offsets = np.array([where for where, _ in picked if where != "none"])
+    return cropped, flipped, offsets
+
+
+def test_cdiscount_augmentation_draws_the_seeds_distribution_per_image():
+    # One batch: the shares below can only be near p if every image draws on its own.
+    n, size = 1200, 32  # resized to round(32 * 200 / 180) = 36: crop offsets 0-4
+    x = np.random.default_rng(1).uniform(0, 255, (n, size, size, 3)).astype("float32")
+    cropped, flipped, offsets = cdiscount_draws(x, augment(CdiscountAugmentation(seed=4), x))
+
+    def near(share, p, count):
+        # 4 binomial standard deviations: a correct layer fails with odds ~1e-4, while the
+        # nearest wrong rules (e.g. p 0.5 instead of 0.75, or flips only with crops) sit
+        # more than 10 away.
+        assert abs(share - p) < 4 * np.sqrt(p * (1 - p) / count), (share, p, count)
+
+    near(cropped.mean(), 0.75, n)
+    near(flipped.mean(), 0.5, n)
+    near(flipped[cropped].mean(), 0.5, cropped.sum())  # flips independent of crops
+    near(flipped[~cropped].mean(), 0.5, (~cropped).sum())
+    for axis in (0, 1):  # offsets uniform over 0 ... 4 in each direction
+        for value in range(5):
+            near((offsets[:, axis] == value).mean(), 0.2, len(offsets))
+
+
+def test_cdiscount_augmentation_probabilities_and_scale_are_its_arguments():
+    x = images(batch=8)
+    np.testing.assert_array_equal(augment(CdiscountAugmentation(crop_p=0.0, flip_p=0.0, seed=0), x), x)
+    cropped, flipped, _ = cdiscount_draws(x, augment(CdiscountAugmentation(crop_p=1.0, flip_p=1.0, seed=0), x))
+    assert cropped.all() and flipped.all()
+    cropped, _, offsets = cdiscount_draws(
+        x, augment(CdiscountAugmentation(crop_p=1.0, flip_p=0.0, crop_scale=1.25, seed=0), x), crop_scale=1.25)
+    assert cropped.all() and offsets.max() <= 8  # 32 -> 40 px
+    for bad in ({"crop_p": 1.5}, {"flip_p": -0.1}, {"crop_scale": 0.9}):
+        with pytest.raises(ValueError):
+            CdiscountAugmentation(**bad)
+    with pytest.raises(ValueError, match="square"):
+        CdiscountAugmentation(seed=0)(np.zeros((1, 32, 16, 3), "float32"), training=True)
+
+
+def test_cdiscount_augmentation_under_xla_draws_crops_and_flips():
+    # XLA draws other numbers for the same seed state (see above); still crops and flips.
+    x = images(batch=16)
+    layer = CdiscountAugmentation(seed=2)
+    compiled = tf.function(lambda batch: layer(batch, training=True), jit_compile=True)
+    cropped, flipped, _ = cdiscount_draws(x, compiled(x).numpy())
+    assert cropped.any() and flipped.any() and not (cropped & flipped).all()
+
+
+def test_cdiscount_augmentation_restored_seed_state_redraws_the_same_transformations():
+    x = images(batch=8)
+    layer = CdiscountAugmentation(seed=9)
+    augment(layer, x)  # some steps of training
+    saved = [ops.convert_to_numpy(v) for v in layer.variables]
+    assert len(saved) == 1  # the seed state is all the layer holds
+    following = [augment(layer, x) for _ in range(2)]
+    # A resumed run: a new layer (same seed) given the saved state draws what followed.
+    resumed = CdiscountAugmentation(seed=9)
+    for variable, value in zip(resumed.variables, saved):
+        variable.assign(value)
+    for expected in following:
+        np.testing.assert_array_equal(augment(resumed, x), expected)
+    assert not np.array_equal(following[0], following[1])

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from yt8m_keras.models import MODELS
+from yt8m_keras.models.augmentation import CdiscountAugmentation
 from yt8m_keras.models.xception import (
     backbone_block_numbers,
     build_xception,
@@ -244,7 +245,8 @@ def test_switching_stage_keeps_optimizer_state():
 
 
 def test_serialization_round_trip(tmp_path):
-    model = tiny_model(num_classes=3, hidden_units=8, dropout=0.3)
+    model = tiny_model(num_classes=3, hidden_units=8, dropout=0.3,
+                       augmentation=CdiscountAugmentation(seed=5, name="augmentation"))
     path = tmp_path / "tiny.keras"
     model.save(path)
     restored = keras.models.load_model(path)
@@ -253,6 +255,9 @@ def test_serialization_round_trip(tmp_path):
         restored.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-5
     )
     assert restored.get_layer("head_dropout").rate == 0.3
+    augmentation = restored.get_layer("augmentation")
+    assert isinstance(augmentation, CdiscountAugmentation)
+    assert augmentation.get_config() == model.get_layer("augmentation").get_config()
     # Stage rules work on a restored model too (layer names survive serialization).
     set_trainable_stage(restored, "top")
     assert {v.path.split("/")[0] for v in restored.trainable_variables} == {
@@ -279,3 +284,29 @@ def test_tiny_learns_red_versus_blue():
     history = model.fit(pixels, labels, batch_size=16, epochs=5, verbose=0)
     assert history.history["accuracy"][-1] > 0.9
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_augmentation_runs_first_in_training_only():
+    plain = tiny_model(num_classes=3)
+    model = tiny_model(num_classes=3, augmentation=CdiscountAugmentation(seed=0, name="augmentation"))
+    assert [w.shape for w in model.weights] == [w.shape for w in plain.weights]  # no weights added
+    model.set_weights(plain.get_weights())
+    pixels = random_pixels(8)
+    # The augmentation sits between the input and the rescaling, and acts in training only.
+    front = keras.Model(model.input, model.get_layer("rescaling").input)
+    assert front.layers[-1].name == "augmentation"
+    np.testing.assert_array_equal(np.asarray(front(pixels, training=False)), pixels)
+    assert not np.array_equal(np.asarray(front(pixels, training=True)), pixels)
+    # Inference is the plain model's.
+    np.testing.assert_allclose(np.asarray(model(pixels, training=False)), np.asarray(plain(pixels, training=False)),
+                               rtol=1e-5, atol=1e-7)
+    # Training draws (the seed state moves); inference does not.
+    state = model.get_layer("augmentation").seed_generator.state
+    before = np.asarray(state)
+    model(pixels, training=True)
+    after = np.asarray(state)
+    assert not np.array_equal(after, before)
+    model(pixels, training=False)
+    np.testing.assert_array_equal(np.asarray(state), after)
+    assert not any(v is state for v in model.weights)  # a model variable, not a weight
+    assert any(v is state for v in model.variables)

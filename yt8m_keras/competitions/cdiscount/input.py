@@ -3,14 +3,15 @@
 Two streams over the same records:
 
 - `image_dataset`: the training stream. Products are flattened to images (each
-  with its product's label), shuffled across shards and products, decoded and
-  optionally augmented; batches of (images, labels).
+  with its product's label), shuffled across shards and products and decoded;
+  batches of (images, labels). Nothing more: the random crop and flip run at the
+  model's front, batched (`CdiscountAugmentation`, DESIGN.md "Augmentation").
 - `product_dataset`: the evaluation stream. All images of a product stay
   together, with its product_id, so predictions can be combined per product.
 
 Example:
 
->>> ds = image_dataset("data/cdiscount", "train", batch_size=64, augment=True, seed=1)
+>>> ds = image_dataset("data/cdiscount", "train", batch_size=64, seed=1)
 >>> images, labels = next(iter(ds))   # [64, 180, 180, 3] float32, [64] int64
 """
 
@@ -18,7 +19,6 @@ import tensorflow as tf
 
 from tfrecords import cdiscount_product as kind
 from tfrecords.manifest import compression_type, read_manifest, shard_paths
-from yt8m_keras.competitions.cdiscount.augment import augment as augment_image
 from yt8m_keras.data.images import decode
 from yt8m_keras.data.shards import deterministic, records
 
@@ -37,17 +37,19 @@ def _images_with_labels(features):
 
 
 def image_dataset(data_dir: str, split: str = "train", batch_size: int = 64, image_size: int = 180,
-                  augment: bool = False, shuffle: bool = True, seed: int = 0, repeat: bool = True,
+                  shuffle: bool = True, seed: int = 0, repeat: bool = True,
                   shuffle_buffer: int = 8192, drop_remainder: bool = True,
                   skip_batches: int = 0) -> tf.data.Dataset:
     """Batches of (images float32 [B, S, S, 3] in [0, 255], labels int64 [B]), one entry per image.
+
+    Images are decoded and resized to `image_size` (float32, as the model's `images`
+    input and the serving signatures take them) and never augmented here.
 
     Args:
         data_dir: a directory written by `yt8m-keras convert bson`.
         split: "train", "val" or "test".
         batch_size: images per batch.
         image_size: decoded images are resized to this square side.
-        augment: the seed's random crop and flip.
         shuffle: shuffle shards and images (with `seed`).
         seed: the same seed gives the same stream, batch for batch.
         repeat: repeat forever (epochs are then `steps_per_epoch` long).
@@ -63,18 +65,24 @@ def image_dataset(data_dir: str, split: str = "train", batch_size: int = 64, ima
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    # The position of an image in the stream keys its augmentation (see augment.py).
-    ds = ds.enumerate().skip(skip_batches * batch_size)
+    ds = ds.skip(skip_batches * batch_size)
+    ds = ds.map(lambda jpeg, label: (decode(jpeg, image_size), label), num_parallel_calls=AUTOTUNE,
+                deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+    return _shard_by_data(deterministic(ds))
 
-    def prepare(position, element):
-        jpeg, label = element
-        image = decode(jpeg, image_size)
-        if augment:
-            image = augment_image(image, tf.stack([tf.cast(seed, tf.int64), position]), image_size)
-        return image, label
 
-    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return deterministic(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE))
+def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Distribution strategies split this stream by batches (DATA), never by shard files.
+
+    FILE sharding (what AUTO picks for a file reader) fails with fewer shards than workers,
+    and under it a last partial batch of 7 images on 2 replicas splits 7 + 0 rather than
+    4 + 3: TensorFlow's CPU convolutions mishandle the empty piece. DATA is also what AUTO
+    fell back to while the stream was `enumerate`d (a range source), so runs split as before.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 def product_dataset(data_dir: str, split: str = "val", batch_size: int = 32,
@@ -85,10 +93,14 @@ def product_dataset(data_dir: str, split: str = "val", batch_size: int = 32,
     `category_id` [B], `num_images` [B] and `images` [B, MAX_IMAGES, S, S, 3]
     (zero-padded after `num_images`).
     """
-    paths, compression = shard_files(data_dir, split)
+    return deterministic(batch_products(records(*shard_files(data_dir, split)), batch_size, image_size)
+                         .prefetch(AUTOTUNE))
 
-    def prepare(serialized):
-        features = kind.parse(serialized)
+
+def batch_products(serialized: tf.data.Dataset, batch_size: int, image_size: int) -> tf.data.Dataset:
+    """Serialized products -> `product_dataset`'s batches (what evaluation and batch inference decode)."""
+    def prepare(record):
+        features = kind.parse(record)
         images = tf.map_fn(lambda jpeg: decode(jpeg, image_size), features[kind.IMAGES],
                            fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
         return {
@@ -99,8 +111,7 @@ def product_dataset(data_dir: str, split: str = "val", batch_size: int = 32,
             kind.IMAGES: images,
         }
 
-    ds = records(paths, compression).map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.padded_batch(batch_size, padded_shapes={
+    ds = serialized.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.padded_batch(batch_size, padded_shapes={
         kind.PRODUCT_ID: [], kind.LABEL: [], kind.CATEGORY_ID: [], kind.NUM_IMAGES: [],
         kind.IMAGES: [kind.MAX_IMAGES, image_size, image_size, 3]})
-    return deterministic(ds.prefetch(AUTOTUNE))

@@ -23,8 +23,7 @@ from tfrecords import cdiscount_product as kind
 from tfrecords.manifest import check_same_classes, read_classes
 from yt8m_keras.competitions.cdiscount.combine import RULES, average_tta, combine, combine_all, parse_rule
 from yt8m_keras.competitions.cdiscount.augment import augment
-from yt8m_keras.competitions.cdiscount.input import shard_files
-from yt8m_keras.data.images import decode
+from yt8m_keras.competitions.cdiscount.input import batch_products, shard_files
 from yt8m_keras.inference import (Files, Plan, Submission, fixed_batches, load_saved_model, read_records, run_local,
                                   write_text)
 from yt8m_keras.progress import Progress
@@ -160,21 +159,10 @@ def load_served(model_path: str):
 
 
 def decode_products(records: List[bytes], image_size: int) -> Dict[str, np.ndarray]:
-    """Serialized products -> `product_id`, `label`, `num_images` [B] and `images` [B, MAX_IMAGES, S, S, 3]
-    float32 (zero after `num_images`), decoded in parallel."""
-    def prepare(serialized):
-        features = kind.parse(serialized)
-        images = tf.map_fn(lambda jpeg: decode(jpeg, image_size), features[kind.IMAGES],
-                           fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
-        return {kind.PRODUCT_ID: features[kind.PRODUCT_ID], kind.LABEL: features[kind.LABEL],
-                kind.NUM_IMAGES: features[kind.NUM_IMAGES], kind.IMAGES: images}
-
-    ds = tf.data.Dataset.from_tensor_slices(tf.constant(records, tf.string))
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    batch = next(iter(ds.padded_batch(len(records), padded_shapes={
-        kind.PRODUCT_ID: [], kind.LABEL: [], kind.NUM_IMAGES: [],
-        kind.IMAGES: [kind.MAX_IMAGES, image_size, image_size, 3]})))
-    return {key: value.numpy() for key, value in batch.items()}
+    """Serialized products -> one `product_dataset` batch of arrays, decoded in parallel."""
+    batch = batch_products(tf.data.Dataset.from_tensor_slices(tf.constant(records, tf.string)), len(records),
+                           image_size)
+    return {key: value.numpy() for key, value in next(iter(batch)).items()}
 
 
 class ProductScorer:

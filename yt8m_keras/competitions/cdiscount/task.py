@@ -19,6 +19,8 @@ from yt8m_keras.competitions.cdiscount import input as data
 from yt8m_keras.data.images import decode
 from yt8m_keras.models.xception import set_trainable_stage
 from yt8m_keras.models import apply_stage, build_registered
+from yt8m_keras.competitions.cdiscount.augment import CROP_PROBABILITY, CROP_SCALE, FLIP_PROBABILITY
+from yt8m_keras.models.augmentation import CdiscountAugmentation
 
 KIND = kind
 MONITOR = "val_accuracy"
@@ -30,7 +32,18 @@ def read_manifest(data_dir: str) -> Dict:
 
 
 def build_model(recipe, num_classes: int) -> keras.Model:
-    return build_registered(recipe, num_classes=num_classes, image_size=recipe.data.image_size)
+    """The recipe's Xception; with `data.augment`, the seed's random crop and flip at its front.
+
+    The augmentation runs in training only, batched on the accelerator; its seed state is
+    a model variable, so the trainer's backups carry it and a resumed run draws the same
+    crops and flips. Serving and evaluation (`training=False`) see the images unchanged.
+    """
+    augmentation = None
+    if recipe.data.augment:
+        augmentation = CdiscountAugmentation(crop_p=CROP_PROBABILITY, flip_p=FLIP_PROBABILITY, crop_scale=CROP_SCALE,
+                                             seed=recipe.training.seed, name="augmentation")
+    return build_registered(recipe, reserved=("augmentation",), num_classes=num_classes,
+                            image_size=recipe.data.image_size, augmentation=augmentation)
 
 
 def set_stage(model: keras.Model, stage: str) -> None:
@@ -48,14 +61,14 @@ def compile_args() -> Dict:
 def train_dataset(recipe, data_dir: str, global_batch: int, skip_batches: int = 0) -> tf.data.Dataset:
     return data.image_dataset(
         data_dir, recipe.data.train_split, batch_size=global_batch, image_size=recipe.data.image_size,
-        augment=recipe.data.augment, shuffle=True, seed=recipe.training.seed, repeat=True,
+        shuffle=True, seed=recipe.training.seed, repeat=True,
         shuffle_buffer=recipe.data.shuffle_buffer, skip_batches=skip_batches)
 
 
 def val_dataset(recipe, data_dir: str, global_batch: int) -> tf.data.Dataset:
     return data.image_dataset(
         data_dir, recipe.data.val_split, batch_size=global_batch, image_size=recipe.data.image_size,
-        augment=False, shuffle=False, repeat=False, drop_remainder=False)
+        shuffle=False, repeat=False, drop_remainder=False)
 
 
 # --- serving -------------------------------------------------------------------------------

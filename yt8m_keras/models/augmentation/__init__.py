@@ -7,9 +7,11 @@ draws the same transformations.
 
 The transforms reproduce albumentations 0.4.6 (the version the SIIM-ISIC Melanoma 2020
 winners used) per image, on `[B, H, W, C]` batches; probabilities are applied per image by
-`RandomApply` and `OneOf`. `MelanomaAugmentation` assembles the winners' list.
+`RandomApply` and `OneOf`. `MelanomaAugmentation` assembles the winners' list;
+`CdiscountAugmentation` is the Cdiscount seed's random resized crop and flip.
 """
 
+from yt8m_keras.models.augmentation.cdiscount_augmentation import CdiscountAugmentation
 from yt8m_keras.models.augmentation.clahe import CLAHE
 from yt8m_keras.models.augmentation.cutout import Cutout
 from yt8m_keras.models.augmentation.elastic_transform import ElasticTransform
@@ -29,6 +31,7 @@ from yt8m_keras.models.augmentation.shift_scale_rotate import ShiftScaleRotate
 
 __all__ = [
     "CLAHE",
+    "CdiscountAugmentation",
     "Cutout",
     "ElasticTransform",
     "GaussNoise",
