@@ -1,6 +1,7 @@
 """The frame-level video pipeline against parsing alone, and the two segment inference forms, in one run.
 
-    python benchmarks/video_input.py [--records 2000] [--frames 300] [--workdir /tmp/yt8m_bench_video]
+    python benchmarks/video_input.py [--records 2000] [--frames 300] [--passes 2] [--rounds 3]
+                                     [--workdir /tmp/yt8m_bench_video]
 
 Generates official-format `yt8m_frame` records (240-300 frames, random features,
 written with `yt8m_frame.encode`, cached in --workdir with a manifest), reads them
@@ -9,12 +10,17 @@ excluded):
 
 - parse only: `tf.io.parse_single_sequence_example` (the bytes of every frame as
   strings; no decode, no dequantize, no padding), a summary of each batched;
+- parse + decode: the same parse, then the frames decoded to uint8 (one tensor per
+  video, neither padded nor batched; a summary of each batched): the least any
+  pipeline that hands the model uint8 frames must do;
 - video pipeline: `video_dataset` (parse + decode to uint8 + pad + mask), batched: the
   training stream ends at uint8, the model dequantizes on the accelerator (its
   `Dequantize` layer), so the host's work per video should stay close to parsing alone;
 
-and prints both rates and the ratio (both read unshuffled, so only the per-record work
-differs). Then segments/s and host bytes per segment of `segment_inference_dataset`
+and prints their rates, their host CPU time per video (user + system time of this
+process over the pass, all threads: the issue's measure, and less disturbed than wall
+time when other work shares the machine) and the ratios (all read unshuffled, so only
+the per-record work differs). Then segments/s and host bytes per segment of `segment_inference_dataset`
 (a copy of the whole video per segment) against `video_segment_dataset` (segments
 grouped by video, windows cut later by `flatten_segments` on the accelerator), and,
 for reference, the latter with `flatten_segments` run on the host.
@@ -68,7 +74,7 @@ def make_dataset(out: str, num_records: int, frames: int, shards: int, seed: int
     print(f"generated {num_records} records in {time.perf_counter() - started:.0f} s")
 
 
-def parse_only(out: str, batch_size: int) -> tf.data.Dataset:
+def parse_only(out: str, batch_size: int, passes: int = 1) -> tf.data.Dataset:
     """Records parsed to tensors (every frame's bytes as a string) and nothing more.
 
     Only a summary of each parse is batched: batching the 2 x 300 strings themselves
@@ -83,14 +89,40 @@ def parse_only(out: str, batch_size: int) -> tf.data.Dataset:
         return {"id": context[kind.ID], "labels": tf.size(context[kind.LABELS]),
                 "frames": tf.size(sequence[kind.RGB]) + tf.size(sequence[kind.AUDIO])}
 
-    ds = records(shard_paths(out, manifest, SPLIT), compression_type(manifest))
+    ds = records(shard_paths(out, manifest, SPLIT), compression_type(manifest)).repeat(passes)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def rate(ds: tf.data.Dataset, batch_size: int) -> float:
-    """Examples/s of a full pass, first batch (pipeline start) excluded."""
-    return float(tfds.benchmark(ds, batch_size=batch_size).stats["avg"]["lasts"])
+def parse_and_decode(out: str, batch_size: int, passes: int = 1) -> tf.data.Dataset:
+    """The same parse, then every frame decoded to uint8, and nothing more.
+
+    The frames stay one tensor per video (not padded, not batched); a summary of each is
+    batched. The summary reads one byte of every frame, so the decode cannot be pruned.
+    """
+    manifest = read_manifest(out, kind.KIND)
+
+    def parse(serialized):
+        context, sequence = tf.io.parse_single_sequence_example(serialized, kind.CONTEXT_FEATURES,
+                                                                kind.SEQUENCE_FEATURES)
+        rgb, audio = (tf.io.decode_raw(sequence[key], tf.uint8) for key in (kind.RGB, kind.AUDIO))
+        return {"id": context[kind.ID], "labels": tf.size(context[kind.LABELS]),
+                "frames": tf.reduce_sum(tf.cast(rgb[:, 0], tf.int32) + tf.cast(audio[:, 0], tf.int32))}
+
+    ds = records(shard_paths(out, manifest, SPLIT), compression_type(manifest)).repeat(passes)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def rate(ds: tf.data.Dataset, batch_size: int) -> tuple:
+    """(examples/s of a full pass, first batch (pipeline start) excluded; host CPU
+    microseconds per example over the whole pass, all threads of this process)."""
+    started = os.times()
+    stats = tfds.benchmark(ds, batch_size=batch_size).stats
+    ended = os.times()
+    cpu = (ended.user + ended.system) - (started.user + started.system)
+    examples = float(stats["num_examples"]["first"] + stats["num_examples"]["lasts"])
+    return float(stats["avg"]["lasts"]), 1e6 * cpu / examples
 
 
 def segment_rate(ds: tf.data.Dataset, count, seconds: float) -> tuple:
@@ -117,6 +149,8 @@ def main(argv=None) -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="alternating passes; the median is reported")
+    parser.add_argument("--passes", type=int, default=2,
+                        help="times each parse/pipeline measurement reads the records (longer is steadier)")
     parser.add_argument("--segment-seconds", type=float, default=10.0, help="time per segment stream and round")
     parser.add_argument("--workdir", default="/tmp/yt8m_bench_video")
     parser.add_argument("--skip-segments", action="store_true", help="only the parse/pipeline ratio")
@@ -129,12 +163,15 @@ def main(argv=None) -> None:
                 pass
 
     b, frames = args.batch_size, args.frames
+    # `passes` reads of the records, in the same order as the baselines' (repeat, unshuffled).
     video = lambda: video_dataset(args.workdir, SPLIT, batch_size=b, max_frames=frames, shuffle=False,
-                                  repeat=False, drop_remainder=True)
+                                  repeat=True, drop_remainder=True).take(args.passes * args.records // b)
     by_video = lambda: video_segment_dataset(args.workdir, SPLIT, videos_per_batch=8, max_frames=frames)
-    streams = {  # name -> a function measuring one pass: (rate, host bytes per segment or None)
-        "parse_only": lambda: (rate(parse_only(args.workdir, b), b), None),
-        "video_pipeline": lambda: (rate(video(), b), None),
+    # name -> a function measuring one pass: (rate, host CPU us per video or host bytes per segment)
+    streams = {
+        "parse_only": lambda: rate(parse_only(args.workdir, b, args.passes), b),
+        "parse_decode": lambda: rate(parse_and_decode(args.workdir, b, args.passes), b),
+        "video_pipeline": lambda: rate(video(), b),
     }
     if not args.skip_segments:
         streams.update({
@@ -153,20 +190,35 @@ def main(argv=None) -> None:
         for name, measure in streams.items():
             results[name].append(measure())
     median = {name: float(np.median([r for r, _ in runs])) for name, runs in results.items()}
-    host_bytes = {name: runs[0][1] for name, runs in results.items() if runs[0][1] is not None}
+    second = {name: float(np.median([x for _, x in runs])) for name, runs in results.items()}
+    cpu_us = {name: second[name] for name in ("parse_only", "parse_decode", "video_pipeline")}
+    host_bytes = {name: value for name, value in second.items() if name.startswith("segments_")}
 
-    figures = {"cpus": os.cpu_count(), "records": args.records, "frames": frames, "batch_size": b,
-               "rounds": args.rounds, **{f"{name}_per_s": round(value, 1) for name, value in median.items()},
-               "ratio_pipeline_over_parse": round(median["video_pipeline"] / median["parse_only"], 3)}
-    print(f"\nmedians of {args.rounds} rounds, {os.cpu_count()} CPUs")
-    print(f"parse only:      {median['parse_only']:9.1f} examples/s (parse_single_sequence_example only)")
-    print(f"video pipeline:  {median['video_pipeline']:9.1f} examples/s (video_dataset: parse + decode + "
-          f"pad (uint8), batches of {b})")
-    # Each round's two passes ran back to back: their ratio is the least disturbed figure.
+    figures = {"cpus": os.cpu_count(), "records": args.records, "passes": args.passes, "frames": frames,
+               "batch_size": b, "rounds": args.rounds,
+               **{f"{name}_per_s": round(value, 1) for name, value in median.items()},
+               **{f"{name}_cpu_us_per_video": round(value, 1) for name, value in cpu_us.items()},
+               "ratio_pipeline_over_parse": round(median["video_pipeline"] / median["parse_only"], 3),
+               "cpu_ratio_parse_over_pipeline": round(cpu_us["parse_only"] / cpu_us["video_pipeline"], 3)}
+    print(f"\nmedians of {args.rounds} rounds ({args.passes} passes over {args.records} videos each), "
+          f"{os.cpu_count()} CPUs          examples/s   host CPU us/video")
+    print(f"parse only:      {median['parse_only']:9.1f} {cpu_us['parse_only']:9.1f}   "
+          f"(parse_single_sequence_example only)")
+    print(f"parse + decode:  {median['parse_decode']:9.1f} {cpu_us['parse_decode']:9.1f}   "
+          f"(and the frames decoded to uint8: not padded, not batched)")
+    print(f"video pipeline:  {median['video_pipeline']:9.1f} {cpu_us['video_pipeline']:9.1f}   "
+          f"(video_dataset: parse + decode + pad (uint8), batches of {b})")
+    # Each round's passes ran back to back: their ratios are the least disturbed figures.
     per_round = [v[0] / p[0] for p, v in zip(results["parse_only"], results["video_pipeline"])]
+    cpu_per_round = [p[1] / v[1] for p, v in zip(results["parse_only"], results["video_pipeline"])]
     figures["ratio_pipeline_over_parse_per_round"] = [round(r, 3) for r in per_round]
+    figures["cpu_ratio_parse_over_pipeline_per_round"] = [round(r, 3) for r in cpu_per_round]
     print(f"ratio pipeline/parse: {figures['ratio_pipeline_over_parse']:.3f} "
           f"(per round: {', '.join(f'{r:.3f}' for r in per_round)})")
+    print(f"host CPU ratio parse/pipeline: {figures['cpu_ratio_parse_over_pipeline']:.3f} "
+          f"(per round: {', '.join(f'{r:.3f}' for r in cpu_per_round)})")
+    print(f"pipeline's host CPU beyond parsing, per video: decode {cpu_us['parse_decode'] - cpu_us['parse_only']:.1f} us, "
+          f"pad + mask + labels + batch {cpu_us['video_pipeline'] - cpu_us['parse_decode']:.1f} us")
     if not args.skip_segments:
         figures.update({f"host_mb_per_segment_{name[len('segments_'):]}": round(value / 2**20, 3)
                         for name, value in host_bytes.items()})

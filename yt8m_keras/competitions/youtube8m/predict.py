@@ -159,8 +159,6 @@ class ExportedModel:
         return self._call("frames", _as_video_inputs(segments))
 
     def video_scores(self, videos: Dict[str, tf.Tensor]) -> np.ndarray:
-        if self.recipe.task != "yt8m_video":
-            raise UserError(f"{self.path} scores segments; --task videos needs a video-level model")
         return self._call("frames", {key: videos[key] for key in FRAME_KEYS})
 
 
@@ -275,8 +273,9 @@ def plan(model_paths: Sequence[str], data_dir: str, split: str = "test", segment
          videos_per_batch: int = 8) -> Plan:
     """Batch inference of `split`: segments (`Class,Segments`) or videos (`VideoId,LabelConfidencePairs`)."""
     models = load_models(model_paths, data_dir)
-    if not segments and any(m.recipe.task != "yt8m_video" for m in models):
-        raise UserError("--task videos needs video-level models (task yt8m_video)")
+    for model in models:
+        if not segments and model.recipe.task != "yt8m_video":
+            raise UserError(f"{model.path} scores segments; --task videos needs a video-level model")
     class_ids = [c["category_id"] for c in models[0].classes]
     paths, compression, _ = data.split_files(data_dir, split)
     scorer = functools.partial(VideoScorer, list(model_paths), segments, drop_first, drop_last, top_k)

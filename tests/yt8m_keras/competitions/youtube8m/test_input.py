@@ -184,6 +184,23 @@ def test_skip_batches_continues_the_same_video_stream(data_dir):
     assert_batches_equal(stream(2, 4), stream(0, 6)[2:])  # 30 videos: across the epoch boundary
 
 
+def test_video_stream_decodes_only_the_first_max_frames_frames(tmp_path):
+    # A longer video's tail costs no decoding: here its frames past max_frames could not be
+    # decoded at all (their byte lengths differ), yet the video reads as its first max_frames.
+    video = make_video(7, MAX_FRAMES, [2])
+    example = tf.train.SequenceExample.FromString(encoded(video))
+    for key, size in (("rgb", 5), ("audio", 3)):
+        for _ in range(4):
+            example.feature_lists.feature_list[key].feature.add().bytes_list.value.append(b"\1" * size)
+    data_dir = write_dataset(str(tmp_path), {"train": [[example.SerializeToString()]]})
+    (features, labels), = all_batches(video_dataset(data_dir, "train", batch_size=1, max_frames=MAX_FRAMES,
+                                                    shuffle=False, repeat=False, drop_remainder=False))
+    np.testing.assert_array_equal(features["rgb"][0], video["rgb"])
+    np.testing.assert_array_equal(features["audio"][0], video["audio"])
+    np.testing.assert_array_equal(features["mask"][0], np.ones(MAX_FRAMES))
+    np.testing.assert_array_equal(labels[0], np.isin(np.arange(NUM_CLASSES), [2]))
+
+
 def test_segment_batches_have_static_shapes(data_dir):
     features, y = segment_dataset(data_dir, "validate", batch_size=4, context_frames=CONTEXT,
                                   max_frames=MAX_FRAMES).element_spec
