@@ -65,7 +65,7 @@ VIDEO_KEYS = (kind.RGB, kind.AUDIO, "mask")
 SEGMENT_KEYS = ("segment_rgb", "segment_audio", "segment_mask")
 
 
-def _split(data_dir: str, split: str):
+def split_files(data_dir: str, split: str):
     """(shard paths, compression, num_classes) of a split, from the manifest."""
     manifest = read_manifest(data_dir, kind.KIND, kind.SCHEMA_VERSION)
     return shard_paths(data_dir, manifest, split), compression_type(manifest), int(manifest["num_classes"])
@@ -164,7 +164,7 @@ def video_dataset(data_dir: str, split: str = "train", batch_size: int = 64, max
         skip_batches: start after this many batches of the same stream (a resumed run);
             skipped videos are read but never parsed.
     """
-    paths, compression, num_classes = _split(data_dir, split)
+    paths, compression, num_classes = split_files(data_dir, split)
     ds = records(paths, compression, shuffle=shuffle, seed=seed)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -263,7 +263,7 @@ def segment_dataset(data_dir: str, split: str = "validate", batch_size: int = 64
             hash of the video id (the same videos whatever the shard order or seed).
         holdout: False: the videos outside the holdout (training); True: the holdout.
     """
-    paths, compression, num_classes = _split(data_dir, split)
+    paths, compression, num_classes = split_files(data_dir, split)
     ds = records(paths, compression, shuffle=shuffle, seed=seed)
     if holdout_fraction > 0:
         ds = ds.filter(lambda serialized: in_holdout(serialized, holdout_fraction) == holdout)
@@ -351,7 +351,7 @@ def video_segment_dataset(data_dir: str, split: str = "test", videos_per_batch: 
     ...     scores = model(segments)  # [N, num_classes], for segments["id"], segments["start_time"]
     """
     _check_inference_args(0, stride, drop_first, drop_last)
-    paths, compression, num_classes = _split(data_dir, split)
+    paths, compression, num_classes = split_files(data_dir, split)
     ds = records(paths, compression, cycle_length=1).map(
         _video_with_start_times(num_classes, max_frames, stride, drop_first, drop_last),
         num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -366,11 +366,6 @@ def _video_padding(max_frames: int, stride: int, drop_first: int, drop_last: int
     values = {kind.ID: b"", "start_time": tf.constant(-1, tf.int64), kind.RGB: tf.constant(0, tf.uint8),
               kind.AUDIO: tf.constant(0, tf.uint8), "mask": 0.0}
     return shapes, values
-
-
-def split_files(data_dir: str, split: str):
-    """(shard paths, compression, num_classes) of a split, from the manifest."""
-    return _split(data_dir, split)
 
 
 def decode_videos(records, num_classes: int, max_frames: int = 300, stride: int = 5, drop_first: int = 0,
@@ -439,7 +434,7 @@ def segment_inference_dataset(data_dir: str, split: str = "test", batch_size: in
         drop_first, drop_last: segments left out at the start and end of each video.
     """
     _check_inference_args(context_frames, stride, drop_first, drop_last)
-    paths, compression, num_classes = _split(data_dir, split)
+    paths, compression, num_classes = split_files(data_dir, split)
     ds = records(paths, compression, cycle_length=1).map(
         _video_with_start_times(num_classes, max_frames, stride, drop_first, drop_last),
         num_parallel_calls=AUTOTUNE, deterministic=True)
