@@ -25,6 +25,7 @@ how Beam batched it. No Keras is imported: the scorers use the SavedModels' sign
 Counters (namespace `predict`): records, rows.
 """
 
+import logging
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -158,8 +159,23 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.predi
     options = common.pipeline_options(pipeline_args)
     pipeline = beam.Pipeline(options=options)
     _ = pipeline | "Predict" >> BatchPredict(plan, args.output)
-    result = pipeline.run()
-    result.wait_until_finish()
+    # The runner raises a worker's failure with its traceback; Beam's own log of it would
+    # print the traceback a second time before a data error's one `error:` line.
+    dofn_log = logging.getLogger("apache_beam.runners.common")
+    level = dofn_log.level
+    dofn_log.setLevel(logging.CRITICAL)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception:  # a worker's failure arrives as the runner's exception, naming no file
+        from yt8m_keras.inference import damaged_shard
+
+        damaged = damaged_shard(plan.files)
+        if damaged:
+            raise UserError(damaged) from None
+        raise
+    finally:
+        dofn_log.setLevel(level)
     return {"output": args.output, **{name: _counter(result, name) for name in ("records", "rows")}}
 
 

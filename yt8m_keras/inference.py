@@ -26,7 +26,8 @@ Example:
 """
 
 import os
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Sequence, Tuple
+import re
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
 
 import numpy as np
 
@@ -152,6 +153,25 @@ def run_local(plan: Plan, output: str, progress: bool = True) -> Dict:
     if bar is not None:
         bar.close()
     return plan.submission.write(accumulator, output)
+
+
+def damaged_shard(files: Files) -> Optional[str]:
+    """A user error message naming the first shard that does not read to its end, or None.
+
+    Beam reports a corrupt record without the file it was in; this is the error path only
+    (it reads every shard again).
+    """
+    import tensorflow as tf
+
+    for path in files.paths:
+        try:
+            for _ in tf.data.TFRecordDataset(path, compression_type=files.compression):
+                pass
+        except tf.errors.DataLossError as e:
+            where = re.search(r"corrupted record at \d+", e.message)
+            return (f"corrupted shard {path}: {where.group(0) if where else 'unreadable'} "
+                    "(convert the data again, or restore the file)")
+    return None
 
 
 def write_text(path: str, text: str) -> None:

@@ -5,6 +5,7 @@ tests/yt8m_keras/competitions/{youtube8m,melanoma,taxonomy,avito}.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -51,3 +52,17 @@ def test_flag_and_model_errors_are_user_errors(cdiscount_data, tmp_path):
     with pytest.raises(UserError, match="directory .* does not exist"):
         beam_predict.run(["--model", str(tmp_path), "--data", data, "--output", str(tmp_path / "no" / "s.csv")])
     assert not os.path.exists(output)
+
+
+def test_a_corrupt_shard_is_one_error_naming_it(exported, cdiscount_data, tmp_path):
+    # Beam's reader says "Not a valid TFRecord" with the record's bytes, not the file.
+    data = tmp_path / "data"
+    shutil.copytree(cdiscount_data[0], data)
+    shard = data / cdiscount_data[1]["splits"]["test"]["shards"][0]
+    damaged = bytearray(shard.read_bytes())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 40] = bytes(40)
+    shard.write_bytes(bytes(damaged))
+    output = tmp_path / "s.csv"
+    with pytest.raises(UserError, match=f"corrupted shard {shard}: .*convert the data again"):
+        beam_predict.run(["--model", exported, "--data", str(data), "--output", str(output)])
+    assert not output.exists()
