@@ -3,7 +3,7 @@
     python -m beam_jobs.predict --model BASE/NAME/VERSION [--model ...] --data DATA --output submission.csv \
         [--task T] [--split test] [the competition's flags: --combine, --tta, --k, --decoding, ...] \
         [Beam pipeline flags: --runner DataflowRunner --project P --region R --temp_location gs://B/tmp \
-         --setup_file ./setup.py ...]
+         --extra_package dist/yt8m_keras-0.1.0-py3-none-any.whl ...]
 
 The flags are `yt8m-keras predict`'s. The competition, its signatures and its submission
 writer are chosen from the first model's recipe (`assets.extra/recipe.yaml`), exactly as

@@ -11,10 +11,11 @@ workers. Both write the same bytes, because they share every step that computes:
                           (a Beam CombineFn's shape, so the Beam job merges partial results of
                           its workers, YouTube-8M's bounded top-K among them)
 
-Why the two agree bit for bit: a row depends only on its own record. Each model call gets
-exactly `Plan.batch_size` rows (`fixed_batches` pads the last chunk by repeating its final
-row), so the kernels see one shape whatever batches Beam or the loop formed, and no row's
-numbers depend on its neighbours. Submissions sort by id before they write.
+Why the two agree bit for bit: a row depends only on its own record. Every call of a
+signature gets one fixed number of rows, the scorer's own (`fixed_batches` pads the last
+chunk by repeating its final row), so the kernels see one shape whatever batches Beam or the
+loop formed, and no row's numbers depend on its neighbours. Submissions sort by id before
+they write.
 
 TensorFlow (imported when used) and NumPy only, never Keras: Beam workers import this.
 
