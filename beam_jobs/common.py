@@ -38,10 +38,15 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Tuple[ar
     the default. Here it is `error: unrecognized arguments: ...`.
     """
     args, rest = parser.parse_known_args(list(argv))
-    unknown = unknown_pipeline_args(rest)
+    check_pipeline_args(rest)
+    return args, rest
+
+
+def check_pipeline_args(pipeline_args: Sequence[str]) -> None:
+    """One UserError naming the arguments that are not Beam pipeline flags."""
+    unknown = unknown_pipeline_args(pipeline_args)
     if unknown:
         raise UserError(f"unrecognized arguments: {' '.join(unknown)}")
-    return args, rest
 
 
 def job_parser(prog: str, purpose: str) -> ArgumentParser:

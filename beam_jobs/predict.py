@@ -1,32 +1,32 @@
 """Batch inference over exported SavedModels on Beam: the submission `yt8m-keras predict` writes.
 
-    python -m beam_jobs.predict --model BASE/NAME/VERSION [--model ...] --data DATA --output submission.csv \
+    yt8m-keras predict --model BASE/NAME/VERSION [--model ...] --data DATA --output submission.csv \
         [--task T] [--split test] [the competition's flags: --combine, --tta, --k, --decoding, ...] \
-        [Beam pipeline flags: --runner DataflowRunner --project P --region R --temp_location gs://B/tmp \
-         --extra_package dist/yt8m_keras-0.1.0-py3-none-any.whl ...]
+        --beam [Beam pipeline flags: --runner DataflowRunner --project P --region R \
+                --temp_location gs://B/tmp --extra_package dist/yt8m_keras-0.1.0-py3-none-any.whl ...]
 
-The flags are `yt8m-keras predict`'s. The competition, its signatures and its submission
-writer are chosen from the first model's recipe (`assets.extra/recipe.yaml`), exactly as
-the command does, and the output is the same file, byte for byte: both run the
-competition's `Plan` (`yt8m_keras.inference`), this job on many workers:
+The command builds the competition's plan (`yt8m_keras.inference.Plan`: the shards, a
+scorer, the submission) from the first model's recipe, as without `--beam`, and hands it to
+`run_plan`; the output is the same file, byte for byte. This module only knows a plan's
+shape, so it imports nothing of yt8m_keras (DESIGN.md §1); the workers unpickle the scorer
+and the submission from the installed package.
 
     shard paths -> ReadAllFromTFRecord -> RunInference(SavedModelHandler)  one row per record
                 -> CombineGlobally(the Submission)   partial results merged across workers
                                                      (YouTube-8M: bounded top-K per class)
                 -> write                             one file, temporary name then rename
 
-`SavedModelHandler` is a small `ModelHandler` over `tf.saved_model.load(...).signatures`:
-Beam's stock TensorFlow handler imports tensorflow_hub and cannot load a
-`tf.saved_model.save` directory written under Keras 3. The models are loaded once per
-worker (`load_model`); batches hold the competition's batch size of serialized records,
-and the scorer calls every signature with one fixed shape, so a row never depends on
-how Beam batched it. No Keras is imported: the scorers use the SavedModels' signatures.
+`SavedModelHandler` is a small `ModelHandler` over the plan's scorer, which calls
+`tf.saved_model.load(...).signatures`: Beam's stock TensorFlow handler imports
+tensorflow_hub and cannot load a `tf.saved_model.save` directory written under Keras 3.
+The models are loaded once per worker (`load_model`); batches hold the plan's batch size of
+serialized records, and the scorer calls every signature with one fixed shape, so a row
+never depends on how Beam batched it. No Keras is imported on the workers.
 
 Counters (namespace `predict`): records, rows.
 """
 
 import logging
-import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import apache_beam as beam
@@ -36,7 +36,6 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from beam_jobs import common
-from tfrecords import UserError, run_main
 
 NAMESPACE = "predict"
 
@@ -134,31 +133,21 @@ class BatchPredict(beam.PTransform):
                 | "Write" >> beam.ParDo(WriteSubmission(plan.submission, self._output)))
 
 
-def _parser(prog: str):
-    from yt8m_keras.cli import add_predict_arguments
+def run_plan(plan, output: str, pipeline_args: Sequence[str]) -> Dict[str, int]:
+    """Runs `plan`'s batch inference on Beam, writing `output`; returns {"records", "rows"}.
 
-    parser = common.job_parser(prog, "Writes a competition's submission with exported SavedModels, on Beam.")
-    add_predict_arguments(parser)
-    return parser
-
-
-def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.predict") -> Dict:
-    """Runs the batch inference; returns {"output", "records", "rows"}. Raises UserError for bad flags or inputs.
+    Args:
+        plan: a `yt8m_keras.inference.Plan`.
+        output: the submission file (a local path or gs://).
+        pipeline_args: Beam pipeline flags (the local FnApiRunner unless --runner says otherwise).
 
     Example:
 
-    >>> run(["--model", "export/cdiscount/1", "--data", "data", "--output", "submission.csv"])["rows"]
+    >>> run_plan(plan, "submission.csv", ["--direct_num_workers=2"])["rows"]
     """
-    from yt8m_keras.cli import output_file, predict_plan
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args, pipeline_args = common.parse_args(_parser(prog), argv)
-    if "://" not in args.output:  # gs:// and other Beam file systems are checked by the writer
-        output_file(args.output, "--output")
-    plan = predict_plan(args)
-    options = common.pipeline_options(pipeline_args)
-    pipeline = beam.Pipeline(options=options)
-    _ = pipeline | "Predict" >> BatchPredict(plan, args.output)
+    common.check_pipeline_args(pipeline_args)
+    pipeline = beam.Pipeline(options=common.pipeline_options(pipeline_args))
+    _ = pipeline | "Predict" >> BatchPredict(plan, output)
     # The runner raises a worker's failure with its traceback; Beam's own log of it would
     # print the traceback a second time before a data error's one `error:` line.
     dofn_log = logging.getLogger("apache_beam.runners.common")
@@ -167,30 +156,11 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m beam_jobs.predi
     try:
         result = pipeline.run()
         result.wait_until_finish()
-    except Exception:  # a worker's failure arrives as the runner's exception, naming no file
-        from yt8m_keras.inference import damaged_shard
-
-        damaged = damaged_shard(plan.files)
-        if damaged:
-            raise UserError(damaged) from None
-        raise
     finally:
         dofn_log.setLevel(level)
-    return {"output": args.output, **{name: _counter(result, name) for name in ("records", "rows")}}
+    return {name: _counter(result, name) for name in ("records", "rows")}
 
 
 def _counter(result, name: str) -> int:
     found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE).with_name(name))["counters"]
     return int(sum(c.committed if c.committed is not None else c.attempted for c in found))
-
-
-def summary(result: Dict) -> str:
-    return f"wrote {result['output']}: {result['rows']} rows from {result['records']} records"
-
-
-if __name__ == "__main__":
-    # The installed module, not __main__: Dataflow workers import DoFns by their real name.
-    import importlib
-
-    job = importlib.import_module("beam_jobs.predict")
-    sys.exit(run_main(lambda argv: print(job.summary(job.run(argv)))))

@@ -1,4 +1,4 @@
-"""Batch inference: the Beam job (`beam_jobs.predict`) against a plain loop over the same SavedModel and data.
+"""Batch inference: the Beam job (`yt8m-keras predict --beam`) against a plain loop over the same SavedModel and data.
 
     python benchmarks/batch_predict.py [--competitions cdiscount youtube8m] [--copies 12] [--repeats 2] \
         [--workdir /tmp/batch_predict_bench] [--beam-args "--runner=FnApiRunner"]
@@ -11,7 +11,7 @@ one run, alternating --repeats times, the best time of each:
 
 - plain loop: `yt8m_keras.inference.run_local` (what `yt8m-keras predict` runs), without
   the progress bar;
-- Beam job: `beam_jobs.predict.run` with the same flags (FnApiRunner on this machine unless
+- Beam job: `yt8m_keras.inference.run_beam` (what `predict --beam` runs) with the same plan (FnApiRunner on this machine unless
   --beam-args says otherwise): read shards, RunInference over the SavedModel, merge, write.
 
 Both include loading the model and writing the file; the job also its pipeline start. Prints
@@ -102,10 +102,12 @@ def plain_loop(flags: List[str], output: str) -> float:
 
 
 def beam_job(flags: List[str], output: str, beam_args: List[str]) -> float:
-    from beam_jobs import predict
+    from yt8m_keras.cli import build_parser, predict_plan
+    from yt8m_keras.inference import run_beam
 
+    args = build_parser().parse_args(["predict", *flags, "--output", output])
     started = time.perf_counter()
-    predict.run([*flags, "--output", output, *beam_args])
+    run_beam(predict_plan(args), output, beam_args)
     return time.perf_counter() - started
 
 

@@ -81,15 +81,10 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _add_predict(subparsers) -> None:
-    parser = subparsers.add_parser("predict", help="write a submission with exported models")
-    add_predict_arguments(parser)
-    parser.set_defaults(handler=_predict)
-
-
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `predict`, also those of its Beam twin `python -m beam_jobs.predict`."""
     from yt8m_keras import competitions
 
+    parser = subparsers.add_parser("predict", help="write a submission with exported models")
+    parser.set_defaults(handler=_predict)
     outputs = competitions.predict_outputs()
     parser.add_argument("--model", action="append", required=True,
                         help="an exported SavedModel: BASE/NAME/VERSION (repeat to combine models where the "
@@ -102,6 +97,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         + "; default: what the first model was trained for")
     for competition in competitions.all_competitions():
         competition.add_predict_flags(parser)
+    parser.add_argument("--beam", action="store_true", help="run on Beam (RunInference; the same file): Beam "
+                        "pipeline flags may follow (--runner DataflowRunner ...; default the local FnApiRunner)")
 
 
 def predict_plan(args):
@@ -202,10 +199,17 @@ def _evaluate(args) -> None:
 
 
 def _predict(args) -> None:
-    from yt8m_keras.inference import run_local
+    from yt8m_keras.inference import run_beam, run_local
 
-    output_file(args.output, "--output")
-    print(run_local(predict_plan(args), args.output)["text"])
+    if args.beam:  # before any work: a misspelt Beam flag would otherwise only be logged by Beam
+        from beam_jobs.common import check_pipeline_args
+
+        check_pipeline_args(args.pipeline_args)
+    if "://" not in args.output:  # gs:// and other file systems are checked by the writer
+        output_file(args.output, "--output")
+    plan = predict_plan(args)
+    done = run_beam(plan, args.output, args.pipeline_args) if args.beam else run_local(plan, args.output)
+    print(done["text"])
 
 
 def _exported_task(model_path: str) -> str:
@@ -253,7 +257,11 @@ def output_file(path: str, flag: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     def dispatch(argv):
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "beam", False):
+            parser.parse_args(argv)  # argparse's own error for the flags it does not know
+        args.pipeline_args = extra  # `predict --beam`: Beam's flags, checked by the job
         try:
             args.handler(args)
         except Exception as e:

@@ -1,8 +1,9 @@
 """Batch inference over exported SavedModels: one plan per competition, two ways to run it.
 
-`yt8m-keras predict` runs a plan as a plain loop in one process (`run_local`);
-`python -m beam_jobs.predict` runs the same plan with Beam's `RunInference` on many
-workers. Both write the same bytes, because they share every step that computes:
+`yt8m-keras predict` runs a plan as a plain loop in one process (`run_local`); with
+`--beam`, the same plan runs with Beam's `RunInference` on many workers (`run_beam`, which
+hands it to `beam_jobs.predict`). Both write the same bytes, because they share every step
+that computes:
 
     Plan.files            the split's shards (paths, compression), read by both
     Plan.scorer()         loads the SavedModels (once per worker) and scores a batch of
@@ -122,13 +123,20 @@ def fixed_batches(fn: Callable, inputs, size: int):
     return np.concatenate(outputs)
 
 
-def load_saved_model(path: str):
-    """`tf.saved_model.load` of an exported model, or one UserError if `path` is not one."""
+def require_saved_model(path: str) -> str:
+    """`path`, or one UserError if it holds no exported model (checked without loading it)."""
     import tensorflow as tf
 
     if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         raise UserError(f"no SavedModel in {path} (expected BASE/NAME/VERSION from `yt8m-keras export`)")
-    return tf.saved_model.load(path)
+    return path
+
+
+def load_saved_model(path: str):
+    """`tf.saved_model.load` of an exported model, or one UserError if `path` is not one."""
+    import tensorflow as tf
+
+    return tf.saved_model.load(require_saved_model(path))
 
 
 def read_records(files: Files, batch_size: int) -> Iterable[List[bytes]]:
@@ -154,6 +162,22 @@ def run_local(plan: Plan, output: str, progress: bool = True) -> Dict:
     if bar is not None:
         bar.close()
     return plan.submission.write(accumulator, output)
+
+
+def run_beam(plan: Plan, output: str, pipeline_args: List[str]) -> Dict:
+    """Runs `plan` on Beam (`beam_jobs.predict`); returns {"records", "rows", "text"}."""
+    from beam_jobs.predict import run_plan
+
+    try:
+        counts = run_plan(plan, output, pipeline_args)
+    except UserError:
+        raise
+    except Exception:  # a worker's failure arrives as the runner's exception, naming no file
+        damaged = damaged_shard(plan.files)
+        if damaged:
+            raise UserError(damaged) from None
+        raise
+    return {**counts, "text": f"wrote {output}: {counts['rows']} rows from {counts['records']} records"}
 
 
 def damaged_shard(files: Files) -> Optional[str]:

@@ -1,18 +1,18 @@
-"""beam_jobs.predict: Beam's RunInference over exported SavedModels writes `yt8m-keras predict`'s file.
+"""`yt8m-keras predict --beam` (beam_jobs.predict: RunInference over exported SavedModels) writes the file
+`yt8m-keras predict` writes.
 
 The other competitions' byte-equality tests sit beside their export fixtures (marked slow):
 tests/yt8m_keras/competitions/{youtube8m,melanoma,taxonomy,avito}.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-from beam_jobs import predict as beam_predict
-from tfrecords import UserError
 from yt8m_keras.cli import main
 
 # The job in a process where any import of Keras fails: the workers must never need it.
@@ -20,8 +20,8 @@ WITHOUT_KERAS = """
 import sys
 sys.modules["keras"] = None
 sys.modules["keras_hub"] = None
-from beam_jobs.predict import run, summary
-print(summary(run(sys.argv[1:])))
+from yt8m_keras.cli import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -31,8 +31,8 @@ def test_cdiscount_job_without_keras_writes_the_predict_submission(exported, cdi
     cli_output, beam_output = str(tmp_path / "cli.csv"), str(tmp_path / "beam.csv")
     assert main(["predict", *flags, "--output", cli_output]) == 0
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", WITHOUT_KERAS, *flags, "--output", beam_output,
-                           "--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"],
+    done = subprocess.run([sys.executable, "-c", WITHOUT_KERAS, "predict", *flags, "--output", beam_output,
+                           "--beam", "--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     test_products = manifest["splits"]["test"]["records"]
@@ -42,19 +42,25 @@ def test_cdiscount_job_without_keras_writes_the_predict_submission(exported, cdi
     assert len(open(beam_output).read().splitlines()) == test_products + 1
 
 
-def test_flag_and_model_errors_are_user_errors(cdiscount_data, tmp_path):
+def test_flag_and_model_errors_are_user_errors(cdiscount_data, tmp_path, capsys):
     data, _ = cdiscount_data
     output = str(tmp_path / "s.csv")
-    with pytest.raises(UserError, match="unrecognized arguments: --frobnicate"):
-        beam_predict.run(["--model", str(tmp_path), "--data", data, "--output", output, "--frobnicate"])
-    with pytest.raises(UserError, match="no SavedModel in"):
-        beam_predict.run(["--model", str(tmp_path), "--data", data, "--output", output])
-    with pytest.raises(UserError, match="directory .* does not exist"):
-        beam_predict.run(["--model", str(tmp_path), "--data", data, "--output", str(tmp_path / "no" / "s.csv")])
+
+    def error(*flags):
+        assert main(["predict", *flags]) == 2
+        return capsys.readouterr().err
+
+    assert "error: unrecognized arguments: --frobnicate" in error(
+        "--model", str(tmp_path), "--data", data, "--output", output, "--beam", "--frobnicate")
+    assert "error: unrecognized arguments: --runner=FnApiRunner" in error(  # Beam's flags need --beam
+        "--model", str(tmp_path), "--data", data, "--output", output, "--runner=FnApiRunner")
+    assert "error: no SavedModel in" in error("--model", str(tmp_path), "--data", data, "--output", output, "--beam")
+    assert "does not exist" in error("--model", str(tmp_path), "--data", data,
+                                     "--output", str(tmp_path / "no" / "s.csv"), "--beam")
     assert not os.path.exists(output)
 
 
-def test_a_corrupt_shard_is_one_error_naming_it(exported, cdiscount_data, tmp_path):
+def test_a_corrupt_shard_is_one_error_naming_it(exported, cdiscount_data, tmp_path, capsys):
     # Beam's reader says "Not a valid TFRecord" with the record's bytes, not the file.
     data = tmp_path / "data"
     shutil.copytree(cdiscount_data[0], data)
@@ -63,6 +69,7 @@ def test_a_corrupt_shard_is_one_error_naming_it(exported, cdiscount_data, tmp_pa
     damaged[len(damaged) // 2:len(damaged) // 2 + 40] = bytes(40)
     shard.write_bytes(bytes(damaged))
     output = tmp_path / "s.csv"
-    with pytest.raises(UserError, match=f"corrupted shard {shard}: .*convert the data again"):
-        beam_predict.run(["--model", exported, "--data", str(data), "--output", str(output)])
+    assert main(["predict", "--model", exported, "--data", str(data), "--output", str(output), "--beam"]) == 2
+    assert re.search(f"^error: corrupted shard {re.escape(str(shard))}: .*convert the data again",
+                     capsys.readouterr().err, re.MULTILINE)
     assert not output.exists()

@@ -20,8 +20,8 @@ module registered here) provides, kept light (heavy modules imported inside the 
     add_evaluate_flags(parser), evaluate(model_dir, data_dir, args) -> printable text
     add_predict_flags(parser), plan(model_paths, data_dir, args) -> yt8m_keras.inference.Plan
                     batch inference with exported models: the shards to read, the scorer,
-                    the submission; `predict` runs it in one process, `python -m
-                    beam_jobs.predict` on Beam, and both write the same bytes.
+                    the submission; `predict` runs it in one process, `predict --beam`
+                    on Beam (beam_jobs.predict), and both write the same bytes.
     quickstart(workdir)
                     sample -> convert -> train (tiny) -> evaluate -> export -> predict.
     add_commands(subparsers)

@@ -80,17 +80,10 @@ def test_the_shared_core_imports_no_competition():
     assert offending == []
 
 
-# Batch inference runs the competitions' plans (their TensorFlow-only scorers and submission
-# writers) through the `predict` flags and yt8m_keras.inference: its only ways into yt8m_keras. That it never imports
-# Keras is shown by running it with Keras blocked (tests/beam_jobs/test_predict.py).
-BEAM_INTO_CORE = {("beam_jobs/predict.py", "yt8m_keras.cli"), ("beam_jobs/predict.py", "yt8m_keras.inference")}
-
-
 def test_dependency_direction_of_the_packages():
     # tfrecords <- beam_jobs (never Keras: Dataflow workers stay lean) ; tfrecords <- yt8m_keras.
     for folder, forbidden in (("tfrecords", ("beam_jobs", "yt8m_keras", "keras", "apache_beam")),
                               ("beam_jobs", ("yt8m_keras", "keras", "keras_hub"))):
         offending = [(str(p.relative_to(ROOT)), n) for p in _files(folder) for n in _imports(p)
-                     if n.split(".")[0] in forbidden
-                     and not any((str(p.relative_to(ROOT)), module) in BEAM_INTO_CORE for module in (n, n.rpartition(".")[0]))]
+                     if n.split(".")[0] in forbidden]
         assert offending == [], folder

@@ -29,7 +29,8 @@ import pandas as pd
 from tfrecords import UserError
 from tfrecords import avito_ad as kind
 from tfrecords.manifest import read_manifest
-from yt8m_keras.inference import Files, Plan, Submission, fixed_batches, load_saved_model, run_local, write_text
+from yt8m_keras.inference import (Files, Plan, Submission, fixed_batches, load_saved_model, require_saved_model,
+                                  run_local, write_text)
 
 OOF, TEST, FEATURES = "oof.csv", "test.csv", "features.npy"
 
@@ -208,7 +209,7 @@ def plan(model_paths: Sequence[str], data_dir: str, split: str = "test", batch_s
 
     manifest = read_manifest(data_dir, kind=kind.KIND)
     for path in model_paths:
-        load_saved_model(path)  # one clear error now, not on every worker
+        require_saved_model(path)  # one clear error now, not on every worker
     return Plan(Files(shard_paths(data_dir, manifest, split), compression_type(manifest)),
                 functools.partial(AdScorer, list(model_paths), batch_size), AdSubmission(), batch_size, "ads")
 

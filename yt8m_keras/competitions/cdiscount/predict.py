@@ -24,7 +24,8 @@ from tfrecords.manifest import check_same_classes, read_classes
 from yt8m_keras.competitions.cdiscount.combine import RULES, average_tta, combine, combine_all, parse_rule
 from yt8m_keras.competitions.cdiscount.augment import augment
 from yt8m_keras.competitions.cdiscount.input import batch_products, shard_files
-from yt8m_keras.inference import (Files, Plan, Submission, fixed_batches, load_saved_model, read_records, run_local,
+from yt8m_keras.inference import (Files, Plan, Submission, fixed_batches, load_saved_model, read_records,
+                                  require_saved_model, run_local,
                                   write_text)
 from yt8m_keras.progress import Progress
 
@@ -210,7 +211,7 @@ def plan(model_paths: Sequence[str], data_dir: str, split: str = "test", rule: s
     except ValueError as e:
         raise UserError(f"--combine: {e}") from None
     model_path = model_paths[0]
-    load_saved_model(model_path)  # one clear error now, not on every worker
+    require_saved_model(model_path)  # one clear error now, not on every worker
     check_same_classes(read_classes(os.path.join(model_path, "assets.extra")),
                        os.path.join(model_path, "assets.extra"), data_dir)
     return Plan(Files(*shard_files(data_dir, split)), functools.partial(ProductScorer, model_path, rule, tta, seed),

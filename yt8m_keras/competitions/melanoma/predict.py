@@ -25,7 +25,8 @@ from sklearn.metrics import roc_auc_score
 from tfrecords import UserError
 from tfrecords import melanoma_image as kind
 from yt8m_keras.competitions.melanoma import input as data
-from yt8m_keras.inference import Files, Plan, Submission, fixed_batches, load_saved_model, run_local, write_text
+from yt8m_keras.inference import (Files, Plan, Submission, fixed_batches, load_saved_model, require_saved_model,
+                                  run_local, write_text)
 from yt8m_keras.progress import Progress
 from yt8m_keras.recipes import read_yaml, recipe_from_dict
 
@@ -137,13 +138,16 @@ class ExportedModel:
     """
 
     def __init__(self, path: str, batch_size: int = 32):
-        self._loaded = load_saved_model(path)
-        self.recipe = recipe_from_dict(read_yaml(os.path.join(path, "assets.extra", "recipe.yaml")))
+        self.recipe = recipe_from_dict(read_yaml(os.path.join(require_saved_model(path), "assets.extra",
+                                                              "recipe.yaml")))
         if self.recipe.task != "melanoma":
             raise UserError(f"{path} is a {self.recipe.task} model, not a melanoma one")
         self.path = path
         self.batch_size = batch_size
-        self._pixels = self._loaded.signatures["pixels"]
+
+    @functools.cached_property
+    def _pixels(self):  # loaded when first scoring: the launcher only reads the recipe
+        return load_saved_model(self.path).signatures["pixels"]
 
     @property
     def configuration(self) -> str:

@@ -27,7 +27,7 @@ from tfrecords import product_text as kind
 from tfrecords.manifest import read_classes
 from yt8m_keras.competitions.taxonomy.hierarchy import TAXONOMY, Taxonomy, read_taxonomy, taxonomy_of_rows
 from yt8m_keras.competitions.taxonomy.input import parse_rows, read_split, split_files
-from yt8m_keras.inference import Files, Plan, Submission, load_saved_model, run_local, write_text
+from yt8m_keras.inference import Files, Plan, Submission, load_saved_model, require_saved_model, run_local, write_text
 from yt8m_keras.progress import Progress
 from yt8m_keras.recipes import read_yaml, recipe_from_dict
 
@@ -88,15 +88,18 @@ class ExportedModel:
     """An exported taxonomy model: its taxonomy (classes.csv) and its signatures."""
 
     def __init__(self, path: str):
-        import tensorflow_text  # noqa: F401 -- registers the SentencePiece ops the graph uses
-
-        self._loaded = load_saved_model(path)
-        extra = os.path.join(path, "assets.extra")
+        extra = os.path.join(require_saved_model(path), "assets.extra")
         recipe = recipe_from_dict(read_yaml(os.path.join(extra, "recipe.yaml")))
         if recipe.task != "taxonomy":
             raise UserError(f"{path} is a {recipe.task} model, not a taxonomy one")
         self.path = path
         self.taxonomy = taxonomy_of_rows(read_classes(extra))
+
+    @functools.cached_property
+    def _loaded(self):  # loaded when first decoding: the launcher only checks the taxonomy
+        import tensorflow_text  # noqa: F401 -- registers the SentencePiece ops the graph uses
+
+        return load_saved_model(self.path)
 
     def __call__(self, rows: Sequence[Dict], decoding: str) -> List[Optional[tuple]]:
         # The signatures generate in fixed chunks of the export's batch size (padded inside the

@@ -26,7 +26,8 @@ from yt8m_keras.competitions.youtube8m import input as data
 from yt8m_keras.progress import Progress
 from yt8m_keras.recipes import read_yaml, recipe_from_dict
 from yt8m_keras.competitions.youtube8m.topk import SegmentTopK, average_models, video_lines, write_segment_submission
-from yt8m_keras.inference import Files, Plan, Submission, fixed_batches, load_saved_model, run_local, write_text
+from yt8m_keras.inference import (Files, Plan, Submission, fixed_batches, load_saved_model, require_saved_model,
+                                  run_local, write_text)
 from yt8m_keras.competitions.youtube8m.metrics import SEGMENT_K, VideoMetrics, segment_map_at_k
 
 FRAME_KEYS = (kind.RGB, kind.AUDIO, "mask")
@@ -139,14 +140,17 @@ class ExportedModel:
     """
 
     def __init__(self, path: str, batch_size: int = 64):
-        extra = os.path.join(path, "assets.extra")
-        self._loaded = load_saved_model(path)
+        extra = os.path.join(require_saved_model(path), "assets.extra")
         self.recipe = recipe_from_dict(read_yaml(os.path.join(extra, "recipe.yaml")))
         if self.recipe.task not in ("yt8m_video", "yt8m_segment"):
             raise UserError(f"{path} is a {self.recipe.task} model, not a YouTube-8M one")
         self.classes = read_classes(extra)
         self.path = path
         self.batch_size = batch_size
+
+    @functools.cached_property
+    def _loaded(self):  # loaded when first scoring: a launcher that only checks models never loads them
+        return load_saved_model(self.path)
 
     def _call(self, signature: str, inputs: Dict) -> np.ndarray:
         function = self._loaded.signatures[signature]
