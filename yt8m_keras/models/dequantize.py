@@ -3,14 +3,14 @@
 The official records store every frame as 8-bit quantized bytes. The host's input pipeline
 only decodes them (`tfrecords.yt8m_frame.parse`: uint8, a quarter of the float32 bytes);
 this layer, the first of every YouTube-8M frame model, casts and dequantizes on the
-accelerator with the record kind's own constants (`yt8m_frame.SCALE`, `yt8m_frame.BIAS`,
+accelerator with the record kind's own constants (`SCALE`, `BIAS` of `tfrecords.yt8m_quantization`,
 the formula of `yt8m_frame.dequantize`), so the two can never drift.
 """
 
 import keras
 from keras import layers, ops
 
-from tfrecords.yt8m_frame import BIAS, SCALE
+from tfrecords.yt8m_quantization import BIAS, SCALE
 
 
 @keras.saving.register_keras_serializable(package="yt8m_keras")

@@ -254,11 +254,17 @@ def load_recipe(name: str, overrides: Sequence[str] = ()) -> Recipe:
 
 def read_yaml(path: str):
     """A recipe file's contents; a file that is not UTF-8 or not valid YAML is one UserError."""
-    import tensorflow as tf  # gfile: recipes saved in model directories may be on gs://
-
     try:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            text = f.read().decode("utf-8")
+        if "://" in path:  # a recipe saved beside a model on gs:// (or another TensorFlow file system)
+            import tensorflow as tf
+
+            with tf.io.gfile.GFile(path, "rb") as f:
+                text = f.read().decode("utf-8")
+        else:  # no TensorFlow for a local file: recipes load under any Keras backend
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path} not found") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text: {e}") from None
     try:
