@@ -13,6 +13,9 @@ excluded):
 - parse + decode: the same parse, then the frames decoded to uint8 (one tensor per
   video, neither padded nor batched; a summary of each batched): the least any
   pipeline that hands the model uint8 frames must do;
+- floor: parse + decode + batch, every video cut to 80 % of --frames (all have as many),
+  so nothing is padded and no mask or label is made: the decode copy and the copy into the
+  batch are all that is left beyond parsing, the bound of a pipeline built of these ops;
 - video pipeline: `video_dataset` (parse + decode to uint8 + pad + mask), batched: the
   training stream ends at uint8, the model dequantizes on the accelerator (its
   `Dequantize` layer), so the host's work per video should stay close to parsing alone;
@@ -114,6 +117,26 @@ def parse_and_decode(out: str, batch_size: int, passes: int = 1) -> tf.data.Data
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def decode_and_batch(out: str, batch_size: int, frames: int, passes: int = 1) -> tf.data.Dataset:
+    """The floor of any pipeline that hands the model batches of uint8 frames: parse, decode, batch.
+
+    Every video is cut to `frames` frames, which all the generated videos have, so nothing
+    is padded and no mask or label is made: only the decode copy and the copy into the
+    batch are left beyond parsing. Its ratio to parse-only bounds what stock TensorFlow ops
+    can reach.
+    """
+    manifest = read_manifest(out, kind.KIND)
+
+    def parse(serialized):
+        _, sequence = tf.io.parse_single_sequence_example(serialized, kind.CONTEXT_FEATURES, kind.SEQUENCE_FEATURES)
+        return {key: tf.reshape(tf.io.decode_raw(sequence[key][:frames], tf.uint8), [frames, size])
+                for key, size in ((kind.RGB, kind.RGB_SIZE), (kind.AUDIO, kind.AUDIO_SIZE))}
+
+    ds = records(shard_paths(out, manifest, SPLIT), compression_type(manifest)).repeat(passes)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
 def rate(ds: tf.data.Dataset, batch_size: int) -> tuple:
     """(examples/s of a full pass, first batch (pipeline start) excluded; host CPU
     microseconds per example over the whole pass, all threads of this process)."""
@@ -171,6 +194,7 @@ def main(argv=None) -> None:
     streams = {
         "parse_only": lambda: rate(parse_only(args.workdir, b, args.passes), b),
         "parse_decode": lambda: rate(parse_and_decode(args.workdir, b, args.passes), b),
+        "decode_batch_floor": lambda: rate(decode_and_batch(args.workdir, b, int(frames * 0.8), args.passes), b),
         "video_pipeline": lambda: rate(video(), b),
     }
     if not args.skip_segments:
@@ -191,7 +215,7 @@ def main(argv=None) -> None:
             results[name].append(measure())
     median = {name: float(np.median([r for r, _ in runs])) for name, runs in results.items()}
     second = {name: float(np.median([x for _, x in runs])) for name, runs in results.items()}
-    cpu_us = {name: second[name] for name in ("parse_only", "parse_decode", "video_pipeline")}
+    cpu_us = {name: second[name] for name in ("parse_only", "parse_decode", "decode_batch_floor", "video_pipeline")}
     host_bytes = {name: value for name, value in second.items() if name.startswith("segments_")}
 
     figures = {"cpus": os.cpu_count(), "records": args.records, "passes": args.passes, "frames": frames,
@@ -206,6 +230,8 @@ def main(argv=None) -> None:
           f"(parse_single_sequence_example only)")
     print(f"parse + decode:  {median['parse_decode']:9.1f} {cpu_us['parse_decode']:9.1f}   "
           f"(and the frames decoded to uint8: not padded, not batched)")
+    print(f"floor:           {median['decode_batch_floor']:9.1f} {cpu_us['decode_batch_floor']:9.1f}   "
+          f"(parse + decode + batch of {int(frames * 0.8)} frames: no pad, mask or labels)")
     print(f"video pipeline:  {median['video_pipeline']:9.1f} {cpu_us['video_pipeline']:9.1f}   "
           f"(video_dataset: parse + decode + pad (uint8), batches of {b})")
     # Each round's passes ran back to back: their ratios are the least disturbed figures.
@@ -217,6 +243,9 @@ def main(argv=None) -> None:
           f"(per round: {', '.join(f'{r:.3f}' for r in per_round)})")
     print(f"host CPU ratio parse/pipeline: {figures['cpu_ratio_parse_over_pipeline']:.3f} "
           f"(per round: {', '.join(f'{r:.3f}' for r in cpu_per_round)})")
+    figures["cpu_ratio_parse_over_floor"] = round(cpu_us["parse_only"] / cpu_us["decode_batch_floor"], 3)
+    print(f"host CPU ratio parse/floor: {figures['cpu_ratio_parse_over_floor']:.3f} (the most a pipeline "
+          f"that batches uint8 frames reaches with these ops)")
     print(f"pipeline's host CPU beyond parsing, per video: decode {cpu_us['parse_decode'] - cpu_us['parse_only']:.1f} us, "
           f"pad + mask + labels + batch {cpu_us['video_pipeline'] - cpu_us['parse_decode']:.1f} us")
     if not args.skip_segments:
