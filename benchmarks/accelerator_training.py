@@ -61,6 +61,7 @@ from yt8m_keras.recipes import load_recipe  # noqa: E402
 DATASHEET_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L4": 121.0, "A10G": 70.0,
                          "TPU v5p": 459.0, "TPU v5 lite": 197.0, "TPU v4": 275.0, "TPU v3": 123.0}
 T5_VOCABULARY = 32128  # flan-t5's
+MODELS = ("xception", "efficientnet", "nextvlad", "t5")
 
 
 def _images(size: int, classes: int, metadata_dim: int = 0):
@@ -123,7 +124,7 @@ def build(name: str, smoke: bool):
         def loss(labels, logits):
             return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         return model, loss, recipe.training.batch_size, token_batch
-    raise SystemExit(f"error: unknown model {name!r} (known: xception, efficientnet, nextvlad, t5)")
+    raise ValueError(f"unknown model {name!r}")
 
 
 def train_step_fn(model, loss_fn, optimizer):
@@ -199,7 +200,7 @@ def matmul_tflops(size: int, repeats: int = 20) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="xception,efficientnet,nextvlad,t5")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of: " + ", ".join(MODELS))
     parser.add_argument("--steps", type=int, default=50, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", default="mixed_bfloat16", help="a Keras dtype policy")
@@ -211,11 +212,15 @@ def main(argv=None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny variants, batch 2: the script runs, no figure")
     args = parser.parse_args(argv)
     if keras.backend.backend() != "jax":
-        raise SystemExit("error: set KERAS_BACKEND=jax (the step is a JAX one)")
+        parser.error("set KERAS_BACKEND=jax (the step is a JAX one)")
     try:
         args.batch = {key: int(value) for key, value in (item.split("=", 1) for item in args.batch)}
     except ValueError:
-        raise SystemExit("error: --batch takes NAME=SIZE, e.g. --batch xception=128") from None
+        parser.error("--batch takes NAME=SIZE, e.g. --batch xception=128")
+    args.models = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = sorted(set(args.models + list(args.batch)) - set(MODELS))
+    if unknown or not args.models:
+        parser.error(f"unknown model(s) {', '.join(unknown) or '(none given)'} (known: {', '.join(MODELS)})")
     if args.smoke:
         args.steps, args.rounds, args.matmul_size = min(args.steps, 2), 1, min(args.matmul_size, 512)
     keras.mixed_precision.set_global_policy(args.precision)
@@ -226,7 +231,7 @@ def main(argv=None) -> None:
     peak = args.peak_tflops or next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in kind), None)
     measured_peak = matmul_tflops(args.matmul_size)
     rng = np.random.default_rng(0)
-    results = [measure(name.strip(), args, rng) for name in args.models.split(",") if name.strip()]
+    results = [measure(name, args, rng) for name in args.models]
 
     print(f"\n{kind} ({jax.device_count()} device(s), one used), {args.precision}; peak: "
           f"{peak if peak else '?'} TFLOP/s datasheet bf16, {measured_peak:.0f} measured "
