@@ -1,15 +1,17 @@
 """Batch inference over exported SavedModels on Beam: the submission `yt8m-keras predict` writes.
 
-    yt8m-keras predict --model BASE/NAME/VERSION [--model ...] --data DATA --output submission.csv \
+    python -m beam_jobs.predict --model BASE/NAME/VERSION [--model ...] --data DATA --output submission.csv \
         [--task T] [--split test] [the competition's flags: --combine, --tta, --k, --decoding, ...] \
-        --beam [Beam pipeline flags: --runner DataflowRunner --project P --region R \
-                --temp_location gs://B/tmp --extra_package dist/yt8m_keras-0.1.0-py3-none-any.whl ...]
+        [Beam pipeline flags: --runner DataflowRunner --project P --region R \
+         --temp_location gs://B/tmp --extra_package dist/yt8m_keras-0.1.0-py3-none-any.whl ...]
 
-The command builds the competition's plan (`yt8m_keras.inference.Plan`: the shards, a
-scorer, the submission) from the first model's recipe, as without `--beam`, and hands it to
-`run_plan`; the output is the same file, byte for byte. This module only knows a plan's
-shape, so it imports nothing of yt8m_keras (DESIGN.md §1); the workers unpickle the scorer
-and the submission from the installed package.
+is `yt8m-keras predict` with the same flags plus `--beam` and Beam's. The command builds the
+competition's plan (`yt8m_keras.inference.Plan`: the shards, a scorer, the submission) from
+the first model's recipe, as without `--beam`, and hands it to `run_plan`; the output is the
+same file, byte for byte. This module only knows a plan's shape, so it imports nothing of
+yt8m_keras (DESIGN.md §1): `python -m beam_jobs.predict` runs the command line that the
+installed package declares under the entry-point group `beam_jobs.predict` (setup.cfg), and
+the workers unpickle the scorer and the submission from the installed package.
 
     shard paths -> ReadAllFromTFRecord -> RunInference(SavedModelHandler)  one row per record
                 -> CombineGlobally(the Submission)   partial results merged across workers
@@ -27,6 +29,8 @@ Counters (namespace `predict`): records, rows.
 """
 
 import logging
+import sys
+from importlib.metadata import entry_points
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import apache_beam as beam
@@ -38,6 +42,8 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from beam_jobs import common
 
 NAMESPACE = "predict"
+# Packages that build plans declare their command line here (name -> `f(argv) -> exit status`).
+ENTRY_POINTS = "beam_jobs.predict"
 
 
 class SavedModelHandler(ModelHandler):
@@ -164,3 +170,21 @@ def run_plan(plan, output: str, pipeline_args: Sequence[str]) -> Dict[str, int]:
 def _counter(result, name: str) -> int:
     found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE).with_name(name))["counters"]
     return int(sum(c.committed if c.committed is not None else c.attempted for c in found))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """`python -m beam_jobs.predict`: the installed package's predict command line, on Beam.
+
+    The competitions' plans live in yt8m_keras, which this package never imports; the
+    package declares its command line under the `beam_jobs.predict` entry points.
+    """
+    commands = sorted(entry_points(group=ENTRY_POINTS), key=lambda command: command.name)
+    if not commands:
+        print(f"error: no installed package declares a `{ENTRY_POINTS}` entry point "
+              "(install yt8m_keras, which builds the plans)", file=sys.stderr)
+        return 2
+    return commands[0].load()(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

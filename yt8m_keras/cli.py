@@ -255,6 +255,11 @@ def output_file(path: str, flag: str) -> str:
     return path
 
 
+def predict_on_beam(argv: Optional[List[str]] = None) -> int:
+    """`python -m beam_jobs.predict ARGS` (setup.cfg's entry point): `yt8m-keras predict --beam ARGS`."""
+    return main(["predict", "--beam", *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     def dispatch(argv):
         parser = build_parser()

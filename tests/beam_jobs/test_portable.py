@@ -170,14 +170,14 @@ def test_avito_image_features_portable_equals_in_process(portable_pipeline_args,
 
 
 def test_batch_predict_portable_equals_in_process(exported, cdiscount_data, portable_pipeline_args, tmp_path):
-    """`predict --beam`: the SavedModel loaded and the submission merged and written by SDK workers."""
-    from yt8m_keras.cli import main
+    """`python -m beam_jobs.predict`: the SavedModel loaded and the submission merged and written by SDK workers."""
+    from beam_jobs.predict import main
 
     _source_tree_is_imported()
-    flags = ["predict", "--model", exported, "--data", cdiscount_data[0], "--tta", "1"]
-    local_s = _timed(main, flags + ["--output", str(tmp_path / "local.csv"), "--beam"])[1]
-    portable_s = _timed(main, flags + ["--output", str(tmp_path / "portable.csv"), "--beam",
-                                       *portable_pipeline_args])[1]
+    flags = ["--model", exported, "--data", cdiscount_data[0], "--tta", "1"]
+    local, local_s = _timed(main, flags + ["--output", str(tmp_path / "local.csv")])
+    portable, portable_s = _timed(main, flags + ["--output", str(tmp_path / "portable.csv"), *portable_pipeline_args])
+    assert local == portable == 0
     print(f"\nbatch predict: in-process {local_s:.1f} s, portable {portable_s:.1f} s")
     assert filecmp.cmp(tmp_path / "local.csv", tmp_path / "portable.csv", shallow=False)
     rows = (tmp_path / "portable.csv").read_text().splitlines()[1:]

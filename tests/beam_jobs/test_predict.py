@@ -1,5 +1,5 @@
-"""`yt8m-keras predict --beam` (beam_jobs.predict: RunInference over exported SavedModels) writes the file
-`yt8m-keras predict` writes.
+"""`python -m beam_jobs.predict` (= `yt8m-keras predict --beam`: RunInference over exported SavedModels)
+writes the file `yt8m-keras predict` writes.
 
 The other competitions' byte-equality tests sit beside their export fixtures (marked slow):
 tests/yt8m_keras/competitions/{youtube8m,melanoma,taxonomy,avito}.
@@ -15,13 +15,13 @@ import pytest
 
 from yt8m_keras.cli import main
 
-# The job in a process where any import of Keras fails: the workers must never need it.
+# `python -m beam_jobs.predict` in a process where any import of Keras fails: the workers
+# must never need it.
 WITHOUT_KERAS = """
-import sys
+import runpy, sys
 sys.modules["keras"] = None
 sys.modules["keras_hub"] = None
-from yt8m_keras.cli import main
-sys.exit(main(sys.argv[1:]))
+runpy.run_module("beam_jobs.predict", run_name="__main__", alter_sys=True)
 """
 
 
@@ -31,8 +31,8 @@ def test_cdiscount_job_without_keras_writes_the_predict_submission(exported, cdi
     cli_output, beam_output = str(tmp_path / "cli.csv"), str(tmp_path / "beam.csv")
     assert main(["predict", *flags, "--output", cli_output]) == 0
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", WITHOUT_KERAS, "predict", *flags, "--output", beam_output,
-                           "--beam", "--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"],
+    done = subprocess.run([sys.executable, "-c", WITHOUT_KERAS, *flags, "--output", beam_output,
+                           "--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     test_products = manifest["splits"]["test"]["records"]
@@ -73,3 +73,17 @@ def test_a_corrupt_shard_is_one_error_naming_it(exported, cdiscount_data, tmp_pa
     assert re.search(f"^error: corrupted shard {re.escape(str(shard))}: .*convert the data again",
                      capsys.readouterr().err, re.MULTILINE)
     assert not output.exists()
+
+
+def test_the_module_runs_the_installed_packages_command_line(monkeypatch, capsys):
+    import beam_jobs.predict as job
+
+    # setup.cfg declares yt8m_keras' predict as the command `python -m beam_jobs.predict` runs.
+    calls = []
+    monkeypatch.setattr("yt8m_keras.cli.main", lambda argv: calls.append(argv) or 0)
+    assert job.main(["--model", "m", "--runner=FnApiRunner"]) == 0
+    assert calls == [["predict", "--beam", "--model", "m", "--runner=FnApiRunner"]]
+    # Without a package declaring it: one error line, exit 2.
+    monkeypatch.setattr(job, "entry_points", lambda group: [])
+    assert job.main(["--model", "m"]) == 2
+    assert capsys.readouterr().err.startswith("error: no installed package declares")
