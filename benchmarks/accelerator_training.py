@@ -22,9 +22,10 @@ utilisation). Model FLOPs are 3 x the forward pass's, as XLA counts them
 usual convention for forward + backward; XLA's count of the whole training step is kept
 in the JSON line too, but it is no measure of useful work: it counts the filter gradients
 of grouped (depthwise) convolutions as dense ones (about 3x Xception's model FLOPs, 12x
-EfficientNet's; for NeXtVLAD and T5 it is 3x the forward's, as expected). Two peaks: the datasheet's
-dense bf16 rate for known devices (or `--peak-tflops`), and the rate of a large bf16 matrix
-product measured in the same run (what this device really reaches on the easiest work).
+EfficientNet's; for NeXtVLAD and T5 it is 3x the forward's, as expected). Two peaks: the
+datasheet's dense bf16 rate for known devices (or `--peak-tflops`), and the rate of a large
+bf16 matrix product measured in the same run (what this device really reaches on the
+easiest work).
 
 `--smoke` builds the recipes' tiny variants with small batches and few steps: a check that
 the script runs (on a CPU too), not a measurement.
@@ -33,7 +34,7 @@ On a GPU host that has JAX but not Keras (the device machines lent to sessions),
 wheels it lacks and put the checkout on the path, e.g. for Python 3.12:
 
     pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
         keras==3.15.1 keras-hub==0.32.0 namex==0.1.0 optree==0.20.0 kagglehub==1.0.2 kagglesdk==0.1.28
     # there:
     pip install --no-index --no-deps --target /tmp/site .whl/*.whl
