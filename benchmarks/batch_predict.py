@@ -91,24 +91,26 @@ def larger_test_split(data: str, directory: str, copies: int, where: Tuple[str, 
     return directory
 
 
-def plain_loop(flags: List[str], output: str) -> float:
+def timed(run, flags: List[str], output: str, *extra) -> float:
+    """Seconds `run(plan, output, *extra)` takes on the plan of `yt8m-keras predict FLAGS --output OUTPUT`."""
     from yt8m_keras.cli import build_parser, predict_plan
-    from yt8m_keras.inference import run_local
 
     args = build_parser().parse_args(["predict", *flags, "--output", output])
     started = time.perf_counter()
-    run_local(predict_plan(args), output, progress=False)
+    run(predict_plan(args), output, *extra)
     return time.perf_counter() - started
+
+
+def plain_loop(flags: List[str], output: str) -> float:
+    from yt8m_keras.inference import run_local
+
+    return timed(run_local, flags, output, False)  # no progress bar
 
 
 def beam_job(flags: List[str], output: str, beam_args: List[str]) -> float:
-    from yt8m_keras.cli import build_parser, predict_plan
     from yt8m_keras.inference import run_beam
 
-    args = build_parser().parse_args(["predict", *flags, "--output", output])
-    started = time.perf_counter()
-    run_beam(predict_plan(args), output, beam_args)
-    return time.perf_counter() - started
+    return timed(run_beam, flags, output, beam_args)
 
 
 def measure(competition: str, args) -> Dict:

@@ -77,6 +77,20 @@ def make_dataset(out: str, num_records: int, frames: int, shards: int, seed: int
     print(f"generated {num_records} records in {time.perf_counter() - started:.0f} s")
 
 
+def _baseline(out: str, batch_size: int, passes: int, per_video) -> tf.data.Dataset:
+    """The records read `passes` times, unshuffled, `per_video(context, sequence)` mapped
+    over each parsed record, batched: the skeleton of the three baselines."""
+    manifest = read_manifest(out, kind.KIND)
+
+    def parse(serialized):
+        return per_video(*tf.io.parse_single_sequence_example(serialized, kind.CONTEXT_FEATURES,
+                                                              kind.SEQUENCE_FEATURES))
+
+    ds = records(shard_paths(out, manifest, SPLIT), compression_type(manifest)).repeat(passes)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
 def parse_only(out: str, batch_size: int, passes: int = 1) -> tf.data.Dataset:
     """Records parsed to tensors (every frame's bytes as a string) and nothing more.
 
@@ -84,17 +98,11 @@ def parse_only(out: str, batch_size: int, passes: int = 1) -> tf.data.Dataset:
     (ragged) costs more than the whole video pipeline's batching and would make the
     baseline slower than the pipeline it is the floor of.
     """
-    manifest = read_manifest(out, kind.KIND)
-
-    def parse(serialized):
-        context, sequence = tf.io.parse_single_sequence_example(serialized, kind.CONTEXT_FEATURES,
-                                                                kind.SEQUENCE_FEATURES)
+    def summary(context, sequence):
         return {"id": context[kind.ID], "labels": tf.size(context[kind.LABELS]),
                 "frames": tf.size(sequence[kind.RGB]) + tf.size(sequence[kind.AUDIO])}
 
-    ds = records(shard_paths(out, manifest, SPLIT), compression_type(manifest)).repeat(passes)
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return _baseline(out, batch_size, passes, summary)
 
 
 def parse_and_decode(out: str, batch_size: int, passes: int = 1) -> tf.data.Dataset:
@@ -103,18 +111,12 @@ def parse_and_decode(out: str, batch_size: int, passes: int = 1) -> tf.data.Data
     The frames stay one tensor per video (not padded, not batched); a summary of each is
     batched. The summary reads one byte of every frame, so the decode cannot be pruned.
     """
-    manifest = read_manifest(out, kind.KIND)
-
-    def parse(serialized):
-        context, sequence = tf.io.parse_single_sequence_example(serialized, kind.CONTEXT_FEATURES,
-                                                                kind.SEQUENCE_FEATURES)
+    def decoded_summary(context, sequence):
         rgb, audio = (tf.io.decode_raw(sequence[key], tf.uint8) for key in (kind.RGB, kind.AUDIO))
         return {"id": context[kind.ID], "labels": tf.size(context[kind.LABELS]),
                 "frames": tf.reduce_sum(tf.cast(rgb[:, 0], tf.int32) + tf.cast(audio[:, 0], tf.int32))}
 
-    ds = records(shard_paths(out, manifest, SPLIT), compression_type(manifest)).repeat(passes)
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return _baseline(out, batch_size, passes, decoded_summary)
 
 
 def decode_and_batch(out: str, batch_size: int, frames: int, passes: int = 1) -> tf.data.Dataset:
@@ -125,16 +127,11 @@ def decode_and_batch(out: str, batch_size: int, frames: int, passes: int = 1) ->
     batch are left beyond parsing. Its ratio to parse-only bounds what stock TensorFlow ops
     can reach.
     """
-    manifest = read_manifest(out, kind.KIND)
-
-    def parse(serialized):
-        _, sequence = tf.io.parse_single_sequence_example(serialized, kind.CONTEXT_FEATURES, kind.SEQUENCE_FEATURES)
+    def first_frames(_, sequence):
         return {key: tf.reshape(tf.io.decode_raw(sequence[key][:frames], tf.uint8), [frames, size])
                 for key, size in ((kind.RGB, kind.RGB_SIZE), (kind.AUDIO, kind.AUDIO_SIZE))}
 
-    ds = records(shard_paths(out, manifest, SPLIT), compression_type(manifest)).repeat(passes)
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return _baseline(out, batch_size, passes, first_frames)
 
 
 def rate(ds: tf.data.Dataset, batch_size: int) -> tuple:

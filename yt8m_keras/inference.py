@@ -27,9 +27,9 @@ Example:
 'wrote submission.csv: 1000 products'
 """
 
+import contextlib
 import os
-import re
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple
 
 import numpy as np
 
@@ -167,44 +167,42 @@ def run_local(plan: Plan, output: str, progress: bool = True) -> Dict:
 def run_beam(plan: Plan, output: str, pipeline_args: List[str]) -> Dict:
     """Runs `plan` on Beam (`beam_jobs.predict`); returns {"records", "rows", "text"}."""
     from beam_jobs.predict import run_plan
+    from yt8m_keras.data.shards import unreadable_shard
 
     try:
         counts = run_plan(plan, output, pipeline_args)
     except UserError:
         raise
     except Exception:  # a worker's failure arrives as the runner's exception, naming no file
-        damaged = damaged_shard(plan.files)
+        damaged = unreadable_shard(plan.files.paths, plan.files.compression)
         if damaged:
             raise UserError(damaged) from None
         raise
     return {**counts, "text": f"wrote {output}: {counts['rows']} rows from {counts['records']} records"}
 
 
-def damaged_shard(files: Files) -> Optional[str]:
-    """A user error message naming the first shard that does not read to its end, or None.
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str = "w"):
+    """An open file that becomes `path` only when the block completes (local paths and gs://).
 
-    Beam reports a corrupt record without the file it was in; this is the error path only
-    (it reads every shard again).
+    It is written under a temporary name and renamed at the end; on an exception the
+    temporary file is removed and `path` is left as it was.
     """
     import tensorflow as tf
 
-    for path in files.paths:
-        try:
-            for _ in tf.data.TFRecordDataset(path, compression_type=files.compression):
-                pass
-        except tf.errors.DataLossError as e:
-            where = re.search(r"corrupted record at \d+", e.message)
-            return (f"corrupted shard {path}: {where.group(0) if where else 'unreadable'} "
-                    "(convert the data again, or restore the file)")
-    return None
+    tmp = path + ".tmp"
+    try:
+        with tf.io.gfile.GFile(tmp, mode) as f:
+            yield f
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+        raise
 
 
 def write_text(path: str, text: str) -> None:
-    """Writes a submission under a temporary name, renamed when complete (local paths and gs://)."""
-    import tensorflow as tf
-
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
+    """Writes a submission atomically (`atomic_file`)."""
+    with atomic_file(path) as f:
         f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 

@@ -1,7 +1,7 @@
 """Reading a split's shards: what every input pipeline starts with."""
 
 import re
-from typing import List
+from typing import List, Optional
 
 import tensorflow as tf
 
@@ -29,24 +29,30 @@ def records(paths: List[str], compression: str, shuffle: bool = False, seed: int
     )
 
 
-def corrupt_shard(data_dir: str, error: tf.errors.DataLossError) -> str:
-    """A UserError message naming the shard of `data_dir` that raised `error` mid-stream.
+def unreadable_shard(paths: List[str], compression: str, offset: int = 0) -> Optional[str]:
+    """A UserError message naming the first of `paths` that does not read to its end, or None.
 
-    tf.data's "corrupted record at N" does not say which file it read, so the shards are
-    checked one by one (only on this error path), those long enough to hold byte N first.
+    Readers report a corrupt record without its file (tf.data: "corrupted record at N";
+    Beam: the record's bytes), so the shards are read again one by one (only on an error
+    path), those long enough to hold byte `offset` first.
     """
+    sizes = {p: tf.io.gfile.stat(p).length if tf.io.gfile.exists(p) else 0 for p in paths}
+    for path in sorted(paths, key=lambda p: sizes[p] <= offset):
+        try:
+            for _ in tf.data.TFRecordDataset(path, compression_type=compression):
+                pass
+        except tf.errors.DataLossError as e:
+            return f"corrupted shard {path}: {e.message.split('[Op:')[0].split('}}')[-1].strip()} " \
+                   "(convert the data again, or restore the file)"
+    return None
+
+
+def corrupt_shard(data_dir: str, error: tf.errors.DataLossError) -> str:
+    """A UserError message naming the shard of `data_dir` that raised `error` mid-stream (`unreadable_shard`)."""
     from tfrecords.manifest import compression_type, join, read_manifest
 
     manifest = read_manifest(data_dir)
     paths = [join(data_dir, name) for split in manifest["splits"].values() for name in split["shards"]]
     match = re.search(r"corrupted record at (\d+)", error.message)
-    offset = int(match.group(1)) if match else 0
-    sizes = {p: tf.io.gfile.stat(p).length if tf.io.gfile.exists(p) else 0 for p in paths}
-    for path in sorted(paths, key=lambda p: sizes[p] <= offset):
-        try:
-            for _ in tf.data.TFRecordDataset(path, compression_type=compression_type(manifest)):
-                pass
-        except tf.errors.DataLossError as e:
-            return f"corrupted shard {path}: {e.message.split('[Op:')[0].split('}}')[-1].strip()} " \
-                   "(convert the data again, or restore the file)"
-    return f"corrupted record in a shard of {data_dir}: {error.message}"
+    return (unreadable_shard(paths, compression_type(manifest), int(match.group(1)) if match else 0)
+            or f"corrupted record in a shard of {data_dir}: {error.message}")

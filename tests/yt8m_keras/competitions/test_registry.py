@@ -1,11 +1,11 @@
 """The competitions wing: a new competition touches no shared file, and the core names none."""
 
-import ast
 import csv
 import os
 import pathlib
 
 import pytest
+from module_imports import imports
 
 from yt8m_keras import competitions
 from yt8m_keras.cli import main
@@ -56,16 +56,6 @@ def test_registry_names_and_aliases():
     assert competitions.competition_of_task("melanoma").NAME == "melanoma"
 
 
-def _imports(path: pathlib.Path):
-    """Every module name a file imports (at any depth, lazy imports included)."""
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            yield node.module
-            yield from (f"{node.module}.{alias.name}" for alias in node.names)
-
-
 def _files(folder: str, exclude=()):
     return [p for p in sorted((ROOT / folder).rglob("*.py")) if not any(part in exclude for part in p.parts)]
 
@@ -73,8 +63,8 @@ def _files(folder: str, exclude=()):
 def test_the_shared_core_imports_no_competition():
     core = _files("yt8m_keras", exclude=("competitions",)) + [ROOT / "yt8m_keras/competitions/__init__.py"]
     assert len(core) > 10
-    assert "yt8m_keras.competitions" in set(_imports(ROOT / "yt8m_keras/cli.py"))  # lazy imports are seen
-    offending = [(str(path.relative_to(ROOT)), name) for path in core for name in _imports(path)
+    assert "yt8m_keras.competitions" in set(imports(ROOT / "yt8m_keras/cli.py"))  # lazy imports are seen
+    offending = [(str(path.relative_to(ROOT)), name) for path in core for name in imports(path)
                  if name.startswith("yt8m_keras.competitions.")
                  and name.split(".")[2] in set(competitions.COMPETITIONS)]
     assert offending == []
@@ -84,6 +74,6 @@ def test_dependency_direction_of_the_packages():
     # tfrecords <- beam_jobs (never Keras: Dataflow workers stay lean) ; tfrecords <- yt8m_keras.
     for folder, forbidden in (("tfrecords", ("beam_jobs", "yt8m_keras", "keras", "apache_beam")),
                               ("beam_jobs", ("yt8m_keras", "keras", "keras_hub"))):
-        offending = [(str(p.relative_to(ROOT)), n) for p in _files(folder) for n in _imports(p)
+        offending = [(str(p.relative_to(ROOT)), n) for p in _files(folder) for n in imports(p)
                      if n.split(".")[0] in forbidden]
         assert offending == [], folder

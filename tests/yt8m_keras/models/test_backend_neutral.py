@@ -8,7 +8,6 @@ for a path on GCS, say, is allowed) and the recipes in a process where TensorFlo
 be imported.
 """
 
-import ast
 import os
 import pathlib
 import subprocess
@@ -16,6 +15,7 @@ import sys
 import textwrap
 
 import pytest
+from module_imports import imports
 
 from tfrecords import UserError
 from yt8m_keras.recipes import read_yaml
@@ -32,21 +32,6 @@ def _module_file(name: str):
     return None
 
 
-def _load_time_imports(path: pathlib.Path):
-    """Modules a file imports while it loads: its body and class bodies, not function bodies."""
-    def walk(nodes):
-        for node in nodes:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-                continue
-            if isinstance(node, ast.Import):
-                yield from (alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                yield node.module
-                yield from (f"{node.module}.{alias.name}" for alias in node.names)
-            yield from walk(ast.iter_child_nodes(node))
-    yield from walk(ast.parse(path.read_text(), str(path)).body)
-
-
 def _tensorflow_chains(start: str):
     """Import chains from module `start` to tensorflow, following the project's own modules."""
     chains, seen, stack = [], set(), [(start, (start,))]
@@ -60,7 +45,7 @@ def _tensorflow_chains(start: str):
             parent = name.rsplit(".", 1)[0]
             if parent != name:
                 stack.append((parent, chain))
-        for imported in _load_time_imports(path):
+        for imported in imports(path, load_time_only=True):
             if imported.split(".")[0] == "tensorflow":
                 chains.append(chain + (imported,))
             elif imported.split(".")[0] in PROJECT:

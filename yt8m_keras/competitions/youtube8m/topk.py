@@ -43,9 +43,9 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
-import tensorflow as tf
 
 from yt8m_keras.competitions.youtube8m.metrics import top_k_classes
+from yt8m_keras.inference import atomic_file
 
 DEFAULT_K = 100_000  # The 2019 challenge: 100,000 segments per class.
 DEFAULT_MERGE_SLACK = 0.25
@@ -573,20 +573,13 @@ def write_segment_submission(path, topk, class_ids, key_to_text=None):
     if len(set(map(str, class_ids))) != len(class_ids):
         raise ValueError("class_ids must be unique.")
     key_to_text = _text_table(key_to_text, topk._key_kind)
-    temporary = f"{path}.tmp"
-    try:
-        # tf.io.gfile: the Beam job's worker may write to gs://.
-        with tf.io.gfile.GFile(temporary, "wb") as out:
-            out.write(b"Class,Segments\n")
-            for index, label in enumerate(class_ids):
-                raw_keys, _ = topk._sorted(index)
-                texts = _texts_for(raw_keys, topk._key_kind, key_to_text)
-                out.write(str(label).encode() + b"," + _segments_field(texts, label) + b"\n")
-        tf.io.gfile.rename(temporary, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(temporary):
-            tf.io.gfile.remove(temporary)
-        raise
+    # atomic_file writes through tf.io.gfile: the Beam job's worker may write to gs://.
+    with atomic_file(path, "wb") as out:
+        out.write(b"Class,Segments\n")
+        for index, label in enumerate(class_ids):
+            raw_keys, _ = topk._sorted(index)
+            texts = _texts_for(raw_keys, topk._key_kind, key_to_text)
+            out.write(str(label).encode() + b"," + _segments_field(texts, label) + b"\n")
     return path
 
 
